@@ -1,0 +1,127 @@
+"""Cost of the GIF hot loop, measured as ratios to one gradient evaluation in one run.
+
+On the MNIST ``cnn`` (trained checkpoint if given, else random weights), with a Hessian sample
+of --samples training images and J = --ratio top-k outputs on the forget label, prints:
+
+* seconds of one gradient, one HVP (each mode), one H_J^T H_J product, and their ratios;
+* HVP products that ``cg`` and ``neumann`` need to reach relative residuals 1e-2 and 1e-3 of
+  the GIF normal equations (eq. 13), on the same system.
+
+    python benchmarks/hvp_ratio.py --checkpoint checkpoints/mnist_cnn.safetensors --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from gifcli.data.datasets import load_splits
+from gifcli.io.checkpoint import load_checkpoint
+from gifcli.math.hvp import HVP_MODES, HessianSample, mean_loss_gradient
+from gifcli.math.selection import output_scores, select
+from gifcli.math.solvers import cg, neumann
+from gifcli.models.zoo import build_model
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def products_to(history: list[float], tol: float, per_iter: int, offset: int) -> int | None:
+    for i, r in enumerate(history):
+        if r <= tol:
+            return offset + per_iter * (i + 1)
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--samples", type=int, default=2048)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--ratio", type=float, default=0.1)
+    ap.add_argument("--label", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cg-max-iter", type=int, default=100)
+    ap.add_argument("--neumann-max-iter", type=int, default=300)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+
+    splits = load_splits("mnist", args.data_dir)
+    if args.checkpoint:
+        model, _ = load_checkpoint(args.checkpoint)
+    else:
+        torch.manual_seed(0)
+        model = build_model("cnn", (1, 28, 28), 10).eval()
+    model = model.to(dev).eval()
+    idx = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[: args.samples]
+    x, y = splits.train.x[idx].to(dev), splits.train.y[idx].to(dev)
+    batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, len(y), args.batch_size)]
+    forget = splits.train.where(splits.train.y == args.label)
+    forget_batches = [(forget.x[i:i + 512].to(dev), forget.y[i:i + 512].to(dev)) for i in range(0, len(forget), 512)]
+    J = select(model, "topk-outputs", args.ratio, output_scores(model, forget_batches))
+    g = mean_loss_gradient(model, forget_batches) * (len(forget) / len(splits.train))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    hess = {m: HessianSample(model, batches, mode=m) for m in HVP_MODES}
+    t_grad = timed(lambda: (hess["retain"].gradient(), sync()), args.repeats)
+    v = torch.randn(J.space.size, device=dev)
+    t_hvp = {m: timed(lambda m=m: (hess[m].hvp(v), sync()), args.repeats) for m in HVP_MODES}
+    vJ = torch.randn(J.size, device=dev)
+    H = hess["retain"]
+    normal = lambda w: J.gather(H.hvp(H.hvp(J.scatter(w))))  # noqa: E731  eq. (13)
+    t_normal = timed(lambda: (normal(vJ), sync()), args.repeats)
+    t_normal_recompute = timed(
+        lambda: (J.gather(hess["recompute"].hvp(hess["recompute"].hvp(J.scatter(vJ)))), sync()), max(1, args.repeats // 2))
+
+    rhs = J.gather(H.hvp(-g))
+    _, cg_stats = cg(normal, rhs, tol=1e-3, max_iter=args.cg_max_iter)
+    _, nm_stats = neumann(normal, rhs, tol=1e-3, max_iter=args.neumann_max_iter)
+    power = nm_stats.operator_calls - nm_stats.iterations  # power-iteration calls
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "device": str(dev),
+        "model": args.checkpoint or "cnn (random weights)",
+        "parameters": J.space.size,
+        "selected": J.size,
+        "hessian_samples": len(y),
+        "batch_size": args.batch_size,
+        "seconds": {"gradient": t_grad, **{f"hvp_{m}": t for m, t in t_hvp.items()},
+                    "normal_product_retain": t_normal, "normal_product_recompute": t_normal_recompute},
+        "ratios_to_gradient": {**{f"hvp_{m}": t / t_grad for m, t in t_hvp.items()},
+                               "normal_product_retain": t_normal / t_grad,
+                               "normal_product_recompute": t_normal_recompute / t_grad},
+        "solver_products": {
+            "cg_to_1e-2": products_to(cg_stats.residuals, 1e-2, 2, 1),
+            "cg_to_1e-3": products_to(cg_stats.residuals, 1e-3, 2, 1),
+            "neumann_to_1e-2": products_to(nm_stats.residuals, 1e-2, 2, 1 + 2 * power),
+            "neumann_to_1e-3": products_to(nm_stats.residuals, 1e-3, 2, 1 + 2 * power),
+            "neumann_power_iteration_products": 2 * power,
+            "neumann_products_run": 1 + 2 * nm_stats.operator_calls,
+            "neumann_final_residual": nm_stats.final_residual,
+            "neumann_restarts": nm_stats.restarts,
+            "cg_products_run": 1 + 2 * cg_stats.operator_calls,
+            "cg_final_residual": cg_stats.final_residual,
+        },
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets (torchvision layout), normalisation, splits and backdoor poisoning."""

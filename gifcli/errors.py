@@ -1,0 +1,21 @@
+"""One domain exception family; the CLI turns it into one red line and an exit code."""
+
+
+class GifError(Exception):
+    """A failure gif explains in one line (exit code 1)."""
+
+    exit_code = 1
+
+
+class UsageError(GifError):
+    """Bad arguments: a value out of range, an unknown name (exit code 2)."""
+
+    exit_code = 2
+
+
+class InputFileError(GifError):
+    """A file that is missing, unreadable, corrupted, of the wrong kind or from another run."""
+
+
+class DataNotFoundError(GifError):
+    """A dataset that is neither on disk nor downloadable."""

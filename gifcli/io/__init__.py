@@ -1,0 +1,1 @@
+"""Files: checkpoints (safetensors + metadata), mask/index JSON, influence files, reports."""

@@ -1,0 +1,1 @@
+"""Compositions of math, models, data and io; no printing."""

@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from gifcli.cli import app
+
+
+@pytest.fixture(scope="session")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner, args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": "mlp", "hidden": 16, "dataset": "mnist", "epochs": 3, "batch_size": 32,
+                                    "lr": 0.05, "scheduler": "none", "seed": 0}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(runner, tiny_config, fake_mnist, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    r = invoke(runner, ["train", "--config", tiny_config, "--out", out, "--data-dir", fake_mnist, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    return out
