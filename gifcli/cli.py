@@ -90,15 +90,17 @@ def _fmt(v) -> str:
 def _metrics_table(title: str, rows: dict[str, dict]) -> Table:
     table = Table(title=title)
     table.add_column("model")
-    cols = ["forget acc", "forget loss", "test acc", "test loss", "F1"]
+    cols = ["forget acc", "forget loss", "test acc", "test loss", "F1", "MIA share"]
     for c in cols:
         table.add_column(c, justify="right")
     for name, r in rows.items():
+        mia = r.get("mia_forget_member_share", r.get("baseline_mia_forget_member_share"))
+        mia_text = "-" if mia is None else f"{100 * mia:.1f}%"
         if "forget" in r:
             table.add_row(name, f"{100 * r['forget']['accuracy']:.2f}%", f"{r['forget']['loss']:.4f}",
-                          f"{100 * r['test']['accuracy']:.2f}%", f"{r['test']['loss']:.4f}", f"{r['f1']:.4f}")
+                          f"{100 * r['test']['accuracy']:.2f}%", f"{r['test']['loss']:.4f}", f"{r['f1']:.4f}", mia_text)
         else:
-            table.add_row(name, "-", "-", f"{100 * r['test']['accuracy']:.2f}%", f"{r['test']['loss']:.4f}", "-")
+            table.add_row(name, "-", "-", f"{100 * r['test']['accuracy']:.2f}%", f"{r['test']['loss']:.4f}", "-", mia_text)
     return table
 
 
@@ -193,7 +195,7 @@ def influence_cmd(
     options = _solver_options(solver, tol, max_iter, damping)
     with _progress() as progress:
         cb = _solver_callback(progress, f"{method}/{solver}", max_iter)
-        meta = influence_step(loaded, mask, target, splits, method, options, hessian_samples, hessian_seed, dev,
+        meta = influence_step(loaded, mask, target, splits.train, method, options, hessian_samples, hessian_seed, dev,
                               out_path, cb)
     s = meta["stats"]
     out.print(f"wrote {out_path}: {method} over {meta['selected']} parameters, {s['iterations']} iterations, "
@@ -242,11 +244,14 @@ def evaluate_cmd(
 ) -> None:
     """Forget/test loss and accuracy and F1 (eq. 14) on the test set; thresholds gate CI jobs."""
     from .io.files import provenance
+    from .pipelines.audit import against_baseline, mia_share
     from .pipelines.steps import evaluate_model, load_data, load_model, write_report
 
     loaded = load_model(model)
     splits = load_data(loaded, data_dir)
     metrics = evaluate_model(loaded, splits, forget_label)
+    if forget_label is not None:
+        metrics["mia_forget_member_share"] = mia_share(loaded.model, splits, forget_label)
     rows = {str(model): metrics}
     report = {"format": "gif-report", "version": 1, "model": str(model), "model_sha256": loaded.sha,
               "dataset": loaded.meta["dataset"], "forget_label": forget_label, **metrics}
@@ -256,7 +261,8 @@ def evaluate_cmd(
             raise GifError(f"baseline {baseline} is a model of another dataset or class count")
         bm = evaluate_model(base, splits, forget_label)
         rows[str(baseline)] = bm
-        report["baseline"] = {"model": str(baseline), "model_sha256": base.sha, **bm}
+        report["baseline"] = {"model": str(baseline), "model_sha256": base.sha, **bm,
+                              **against_baseline(loaded.model, loaded.meta, base.model, base.meta, splits, forget_label)}
     violations = []
     test_acc = 100 * metrics["test"]["accuracy"]
     if min_test_acc is not None and test_acc < min_test_acc:
@@ -319,6 +325,249 @@ def remove_class_cmd(
                              {"base": result["base"], "edited": result["edited"]}))
     out.print(f"run folder {folder}: mask.json, influence.safetensors, edited.safetensors, report.json "
               f"({result['seconds']:.0f} s)")
+
+
+backdoor_app = typer.Typer(help="Implant a trigger, train the backdoored model, recover it with GIF (section 5.3).",
+                           no_args_is_help=True)
+app.add_typer(backdoor_app, name="backdoor")
+
+
+@backdoor_app.command("poison")
+@handled
+def backdoor_poison(
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the poison index file (JSON).")],
+    fraction: Annotated[float, typer.Option(help="Share of training images to poison, in (0, 1).")] = 0.3,
+    target_label: Annotated[int, typer.Option(help="Label the triggered images are given.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of numpy's choice of the poisoned images (appendix C: 1).")] = 1,
+    dataset: Annotated[str, typer.Option(help="mnist or cifar10.")] = "mnist",
+    data_dir: DataDir = None,
+) -> None:
+    """Choose the poisoned training images and record them, the trigger and the target label."""
+    from .io.files import write_json
+    from .pipelines.backdoor import make_poison_doc
+
+    doc = make_poison_doc(dataset, fraction, target_label, seed, data_dir)
+    write_json(out_path, doc)
+    out.print(f"wrote {out_path}: {doc['count']} of {doc['train_size']} {dataset} training images poisoned, "
+              f"target label {target_label}, seed {seed}")
+
+
+@backdoor_app.command("train")
+@handled
+def backdoor_train(
+    poison: Annotated[Path, typer.Option(help="Poison file from 'gif backdoor poison'.")],
+    config: Annotated[Path, typer.Option(help="YAML training config (configs/mnist_cnn_backdoor.yaml).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the checkpoint.")],
+    true_labels: Annotated[bool, typer.Option("--true-labels", help="Train on the triggered images with their true labels: the retraining baseline.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Override the config's number of epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the config's seed.")] = None,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Train on the poisoned training set (backdoored model) or on its true labels (--true-labels)."""
+    from .config import load_train_config
+    from .pipelines.backdoor import train_backdoor
+    from .pipelines.device import resolve_device
+
+    cfg = load_train_config(config).replace(epochs=epochs, seed=seed)
+    dev = resolve_device(device)
+    with _progress() as progress:
+        task = progress.add_task("training", total=cfg.epochs, info="")
+
+        def cb(epoch, epochs_, step, steps, loss, acc):
+            progress.update(task, completed=epoch - 1 + step / steps,
+                            info=f"epoch {epoch}/{epochs_} loss {loss:.4f} acc {100 * acc:.2f}%")
+
+        report = train_backdoor(cfg, poison, out_path, dev, data_dir, true_labels, cb)
+    out.print(f"wrote {report.out}: clean test accuracy {100 * report.test_accuracy:.2f}%, {report.seconds:.0f} s")
+
+
+def _backdoor_table(title: str, rows: dict[str, dict]) -> Table:
+    table = Table(title=title)
+    for c in ("model", "BD data w/ BD label", "BD data w/ true label", "clean test", "attack success"):
+        table.add_column(c, justify="left" if c == "model" else "right")
+    for name, r in rows.items():
+        table.add_row(name, f"{100 * r['bd_data_backdoor_label_accuracy']:.2f}%",
+                      f"{100 * r['bd_data_true_label_accuracy']:.2f}%", f"{100 * r['test_accuracy']:.2f}%",
+                      f"{100 * r['attack_success_rate']:.2f}%")
+    return table
+
+
+@backdoor_app.command("recover")
+@handled
+def backdoor_recover(
+    poison: Annotated[Path, typer.Option(help="Poison file the model was trained with.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the recovered checkpoint.")],
+    model: ModelPath = Path("checkpoints/mnist_cnn_backdoor.safetensors"),
+    criterion: Annotated[str, typer.Option(help="Selection criterion, applied on the poisoned images.")] = "topk-outputs",
+    ratio: Annotated[float, typer.Option(help="Share of each layer's parameters to modify, in (0, 1].")] = 0.1,
+    method: Annotated[str, typer.Option(help="gif, fif, pif or if.")] = "gif",
+    solver: Annotated[str, typer.Option(help="cg, neumann or exact.")] = "cg",
+    scale: Annotated[str, typer.Option(help="'auto' (best on a validation slice of training images) or a number.")] = "auto",
+    hessian_samples: Annotated[int, typer.Option(help="Clean training images in the Hessian sample.")] = 1024,
+    max_iter: Annotated[int, typer.Option(help="Maximum solver iterations.")] = 40,
+    tol: Annotated[float, typer.Option(help="Relative residual to stop at.")] = 1e-2,
+    seed: Annotated[int, typer.Option(help="Seed of selection and Hessian sample.")] = 0,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Folder for mask, influence and report (default runs/backdoor-recover).")] = None,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Undo the backdoor: relabel GIF on the poisoned images, scale chosen on training-set validation."""
+    from .pipelines.backdoor import recover
+    from .pipelines.device import resolve_device
+
+    dev = resolve_device(device)
+    options = _solver_options(solver, tol, max_iter, 0.0)
+    folder = run_dir or Path("runs/backdoor-recover")
+    with _progress() as progress:
+        cb = _solver_callback(progress, f"{method}/{solver}", max_iter)
+        sweep_task = progress.add_task("scale sweep", total=None, info="")
+        result = recover(model, poison, criterion, ratio, method, options, scale, hessian_samples, seed, out_path,
+                         folder, dev, data_dir, cb, lambda i, n: progress.update(sweep_task, completed=i, total=n))
+    out.print(_backdoor_table(f"backdoor recovery: {method}, {criterion} {100 * ratio:g}%, scale {result['scale']:g}",
+                              {"backdoored": result["base"], "recovered": result["recovered"]}))
+    out.print(f"wrote {out_path}; mask, influence and report.json in {folder} ({result['recover_seconds']:.0f} s)")
+
+
+@backdoor_app.command("evaluate")
+@handled
+def backdoor_evaluate(
+    poison: Annotated[Path, typer.Option(help="Poison file that defines the BD data and the trigger.")],
+    model: ModelPath = Path("checkpoints/mnist_cnn_backdoor.safetensors"),
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Table 3's columns (BD data w/ BD label, w/ true label, clean test) and the attack success rate."""
+    from .io.files import write_json
+    from .pipelines.backdoor import evaluate_backdoor
+
+    report = evaluate_backdoor(model, poison, data_dir)
+    out.print(_backdoor_table("backdoor evaluation", {str(model): report}))
+    if json_path:
+        write_json(json_path, report)
+
+
+def _csv(text: Optional[str], cast, name: str) -> Optional[list]:
+    from .errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        vals = [cast(t.strip()) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--{name} must be a comma-separated list, got {text!r}") from None
+    if not vals:
+        raise UsageError(f"--{name} is empty")
+    return vals
+
+
+@app.command("compare")
+@handled
+def compare_cmd(
+    out_dir: Annotated[Path, typer.Option(help="Folder for results.json, results.md, results.png and every file made.")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML with any of the options below (configs/paper/); options given here win.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help=f"Model checkpoint (default {DEFAULT_MODEL}).")] = None,
+    forget_label: Annotated[Optional[int], typer.Option(help="The class to forget.")] = None,
+    retrained: Annotated[Optional[Path], typer.Option(help="A model trained without the class (gif train --exclude-label K).")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated: gif, fif, pif, if, grad (default gif,fif,pif,grad).")] = None,
+    criteria: Annotated[Optional[str], typer.Option(help="Comma-separated criteria (default topk-outputs).")] = None,
+    ratios: Annotated[Optional[str], typer.Option(help="Comma-separated modification ratios (default 0.05,0.1,0.3,0.5).")] = None,
+    scales: Annotated[Optional[str], typer.Option(help="'auto' (validation sweep) or a comma-separated list to sweep.")] = None,
+    solver: Annotated[Optional[str], typer.Option(help="cg, neumann or exact (default cg).")] = None,
+    hessian_samples: Annotated[Optional[int], typer.Option(help="Training images in the Hessian sample (default 1024).")] = None,
+    max_iter: Annotated[Optional[int], typer.Option(help="Maximum solver iterations (default 40).")] = None,
+    tol: Annotated[Optional[float], typer.Option(help="Relative residual to stop at (default 1e-2).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of selection and Hessian sample (default 0).")] = None,
+    plot: Annotated[bool, typer.Option(help="Write results.png (needs the 'plot' extra: matplotlib).")] = True,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Methods x criteria x ratios side by side, each scaled on validation, against retraining."""
+    import yaml
+
+    from .errors import InputFileError, UsageError
+    from .pipelines.compare import compare, plot as plot_results
+    from .pipelines.device import resolve_device
+
+    cfg: dict = {}
+    if config is not None:
+        try:
+            cfg = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputFileError(f"cannot read config {config}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(cfg, dict):
+            raise InputFileError(f"config {config} is not a YAML mapping")
+        known = {"model", "forget_label", "retrained", "methods", "criteria", "ratios", "scales", "solver",
+                 "hessian_samples", "max_iter", "tol", "seed", "data_dir", "paper"}
+        unknown = set(cfg) - known
+        if unknown:
+            raise InputFileError(f"config {config}: unknown keys {', '.join(sorted(unknown))}")
+
+    def pick(value, key, default):
+        if value is not None:
+            return value
+        v = cfg.get(key, default)
+        return ",".join(str(x) for x in v) if isinstance(v, list) else v
+
+    label = pick(forget_label, "forget_label", None)
+    if label is None:
+        raise UsageError("--forget-label is required (on the command line or in --config)")
+    method_list = _csv(pick(methods, "methods", "gif,fif,pif,grad"), str, "methods")
+    ratio_list = _csv(pick(ratios, "ratios", "0.05,0.1,0.3,0.5"), float, "ratios")
+    criteria_list = _csv(pick(criteria, "criteria", "topk-outputs"), str, "criteria")
+    options = _solver_options(pick(solver, "solver", "cg"), float(pick(tol, "tol", 1e-2)), int(pick(max_iter, "max_iter", 40)), 0.0)
+    dev = resolve_device(device)
+    retrained_path = pick(retrained, "retrained", None)
+    with _progress() as progress:
+        task = progress.add_task("compare", total=None, info="")
+        result = compare(pick(model, "model", DEFAULT_MODEL), int(label), retrained_path, method_list, criteria_list,
+                         ratio_list, str(pick(scales, "scales", "auto")), options,
+                         int(pick(hessian_samples, "hessian_samples", 1024)), int(pick(seed, "seed", 0)), out_dir,
+                         dev, pick(data_dir, "data_dir", None),
+                         lambda i, n, what: progress.update(task, completed=i, total=n, info=what))
+    png = plot_results(result, out_dir / "results.png") if plot else None
+    out.print((out_dir / "results.md").read_text())
+    out.print(f"wrote {out_dir}/results.json, results.md" + (", results.png" if png else
+              (" (no plot: install the 'plot' extra)" if plot else "")))
+
+
+@app.command("spectrum")
+@handled
+def spectrum_cmd(
+    model: ModelPath = Path(DEFAULT_MODEL),
+    samples: Annotated[int, typer.Option(help="Training images in the Hessian sample.")] = 1024,
+    top: Annotated[int, typer.Option(help="How many eigenvalues of largest magnitude to report.")] = 500,
+    steps: Annotated[Optional[int], typer.Option(help="Lanczos steps (default 2 x --top).")] = None,
+    l2: Annotated[str, typer.Option(help="Comma-separated L2 weights lambda: eigenvalues of H + lambda I.")] = "0",
+    seed: Annotated[int, typer.Option(help="Seed of the Hessian sample and the start vector.")] = 0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the eigenvalues as JSON.")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG (needs matplotlib).")] = None,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Top Hessian eigenvalues by Lanczos (same HVPs) and the share of negative ones per L2 weight (Figure 3)."""
+    from .io.files import write_json
+    from .pipelines.device import resolve_device
+    from .pipelines.spectrum import plot_spectrum, spectrum
+
+    lams = _csv(l2, float, "l2")
+    dev = resolve_device(device)
+    with _progress() as progress:
+        task = progress.add_task("lanczos", total=None, info="")
+        result = spectrum(model, samples, top, steps, lams, seed, dev, data_dir,
+                          lambda i, n: progress.update(task, completed=i, total=n))
+    table = Table(title=f"Hessian spectrum: top {top} by magnitude, {result['lanczos_steps']} Lanczos steps, "
+                        f"{result['seconds']:.0f} s")
+    for c in ("L2 weight", "largest", "smallest", "negative share"):
+        table.add_column(c, justify="right")
+    for p in result["per_l2"]:
+        table.add_row(f"{p['l2']:g}", f"{max(p['top_eigenvalues']):.4g}", f"{min(p['top_eigenvalues']):.4g}",
+                      f"{100 * p['negative_share']:.1f}%")
+    out.print(table)
+    if json_path:
+        write_json(json_path, result)
+    if plot_path and plot_spectrum(result, plot_path) is None:
+        err.print("no plot: matplotlib is not installed (pip install -e '.[plot]')")
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _images(n: int, channels: int, size: int, rng: np.random.Generator):
+def _images(n: int, channels: int, size: int, rng: np.random.Generator, noise: int = 60):
     labels = rng.integers(0, 10, n)
-    imgs = rng.integers(0, 60, (n, channels, size, size)).astype(np.uint8)
+    imgs = rng.integers(0, noise, (n, channels, size, size)).astype(np.uint8)
     for i, k in enumerate(labels):  # a bright block whose position encodes the class
         r, c = divmod(int(k), 4)
         imgs[i, :, 2 + 6 * r: 6 + 6 * r, 2 + 6 * c: 6 + 6 * c] = 250
@@ -21,12 +21,12 @@ def _idx(path: Path, arr: np.ndarray, code: int) -> None:
     path.write_bytes(header + arr.astype(np.uint8).tobytes())
 
 
-def write_fake_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+def write_fake_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: int = 0, noise: int = 60) -> Path:
     rng = np.random.default_rng(seed)
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("t10k", n_test)):
-        imgs, labels = _images(n, 1, 28, rng)
+        imgs, labels = _images(n, 1, 28, rng, noise)
         _idx(raw / f"{split}-images-idx3-ubyte", imgs[:, 0], 0x08)
         _idx(raw / f"{split}-labels-idx1-ubyte", labels, 0x08)
     return root

@@ -32,7 +32,7 @@ def remove_class(model_path: str | Path, label: int, criterion: str, ratio: floa
     mask_path, infl_path, edited_path = folder / "mask.json", folder / "influence.safetensors", folder / "edited.safetensors"
     if method != "if":
         select_step(loaded, target, criterion, ratio, seed, None, len(splits.train), mask_path)
-    imeta = influence_step(loaded, None if method == "if" else mask_path, target, splits, method, options,
+    imeta = influence_step(loaded, None if method == "if" else mask_path, target, splits.train, method, options,
                            hessian_samples, seed, device, infl_path, progress)
     from ..io.artifacts import read_influence
     from .unlearn import space_of

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..data.datasets import DatasetSplits, load_splits
+from ..data.datasets import DatasetSplits, Split, load_splits
 from ..errors import UsageError
 from ..io.artifacts import index_sha256, mask_document, read_influence, read_mask, write_influence, write_mask
 from ..io.checkpoint import load_checkpoint, save_checkpoint
@@ -51,6 +51,7 @@ def check_label(loaded: Loaded, label: int) -> None:
 
 def select_step(loaded: Loaded, target: Target, criterion: str, ratio: float, seed: int,
                 threshold: Optional[float], train_count: int, out: str | Path) -> tuple[IndexSet, dict]:
+    """Choose J on the target's images (train_count = N of the gradient scaling) and write the mask."""
     J = choose(loaded.model, target, criterion, ratio, seed, threshold, torch.device("cpu"), train_count)
     doc = mask_document(J, loaded.sha, {
         "criterion": criterion, "ratio": ratio, "seed": seed, "threshold": threshold,
@@ -61,7 +62,7 @@ def select_step(loaded: Loaded, target: Target, criterion: str, ratio: float, se
     return J, doc
 
 
-def influence_step(loaded: Loaded, mask_path: Optional[str | Path], target: Target, splits: DatasetSplits,
+def influence_step(loaded: Loaded, mask_path: Optional[str | Path], target: Target, train: Split,
                    method: str, options: SolverOptions, hessian_samples: int, hessian_seed: int,
                    device: torch.device, out: str | Path, progress: Progress = None,
                    hvp_mode: str = "retain") -> dict:
@@ -75,7 +76,7 @@ def influence_step(loaded: Loaded, mask_path: Optional[str | Path], target: Targ
         J, doc = read_mask(mask_path, space, loaded.sha)
         mask_info = {"mask": str(mask_path), "mask_sha256": sha256_file(mask_path), "criterion": doc.get("criterion"),
                      "ratio": doc.get("ratio")}
-    run = compute_influence(loaded.model, J, target, splits.train, method, options, hessian_samples,
+    run = compute_influence(loaded.model, J, target, train, method, options, hessian_samples,
                             hessian_seed, device, progress, hvp_mode)
     loaded.model.cpu()
     meta = {"model_sha256": loaded.sha, "model": loaded.path, **mask_info, "selected": run.J.size, **run.info,

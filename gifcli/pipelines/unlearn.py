@@ -23,7 +23,7 @@ from ..math.selection import CRITERIA, gradient_scores, output_scores, select
 from ..math.solvers import Progress
 from ..models.train import loss_and_accuracy
 
-DEFAULT_SCALES = tuple(round(0.25 * 2 ** (k / 2), 6) for k in range(0, 27))  # 0.25 .. 2048, x sqrt(2)
+DEFAULT_SCALES = tuple(round(2 ** (k / 2), 6) for k in range(-20, 23))  # 2^-10 .. 2^11, x sqrt(2)
 BATCH = 512
 
 
@@ -159,15 +159,38 @@ def forget_metrics(model: nn.Module, split: Split, label: int) -> dict:
 
 def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Sequence[float],
                  score: Callable[[nn.Module], dict],
-                 progress: Optional[Callable[[int, int], None]] = None) -> tuple[float, list[dict]]:
-    """Evaluate ``score`` (a dict with key ``f1``) at each scale; the best F1 wins, ties -> smaller scale."""
+                 progress: Optional[Callable[[int, int], None]] = None,
+                 extend: int = 12) -> tuple[float, list[dict]]:
+    """Evaluate ``score`` (a dict with key ``f1``) at each scale; the best F1 wins, ties -> smaller scale.
+
+    If the best scale sits at an end of the grid, the grid is extended past that end by factors of
+    2 (at most ``extend`` times) while F1 keeps improving: the useful range depends on |delta|.
+    """
     if not scales:
         raise UsageError("no scale to try")
-    sweep = []
-    for i, s in enumerate(sorted(scales)):
-        sweep.append({"scale": s, **score(edited_copy(model, J, delta, s))})
+    grid = sorted(scales)
+    sweep: list[dict] = []
+
+    def run(s: float) -> dict:
+        row = {"scale": s, **score(edited_copy(model, J, delta, s))}
+        sweep.append(row)
         if progress:
-            progress(i + 1, len(scales))
+            progress(len(sweep), len(grid))
+        return row
+
+    for s in grid:
+        run(s)
+    best = max(sweep, key=lambda r: (r["f1"], -r["scale"]))
+    if len(grid) > 1 and best["f1"] > 0:
+        for end, factor in ((grid[0], 0.5), (grid[-1], 2.0)):
+            s, last = end, best
+            for _ in range(extend if best["scale"] == end else 0):
+                s *= factor
+                row = run(round(s, 12))
+                if row["f1"] <= last["f1"]:
+                    break
+                last = row
+    sweep.sort(key=lambda r: r["scale"])
     best = max(sweep, key=lambda r: (r["f1"], -r["scale"]))
     return best["scale"], sweep
 

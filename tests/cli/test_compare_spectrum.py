@@ -1,0 +1,111 @@
+"""gif compare and gif spectrum on tiny synthetic data."""
+import json
+
+import pytest
+import torch
+
+from gifcli import load_checkpoint
+from gifcli.data.datasets import load_splits
+from gifcli.math.hvp import HessianSample
+from gifcli.pipelines.unlearn import hessian_batches
+
+from .conftest import invoke
+
+
+def test_compare_writes_all_outputs(runner, tiny_model, fake_mnist, tiny_config, tmp_path):
+    retrained = tmp_path / "retrained.safetensors"
+    r = invoke(runner, ["train", "--config", tiny_config, "--exclude-label", 3, "--out", retrained,
+                        "--data-dir", fake_mnist, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    _, meta = load_checkpoint(retrained)
+    assert meta["excluded_label"] == 3
+    out = tmp_path / "cmp"
+    r = invoke(runner, ["compare", "--model", tiny_model, "--forget-label", 3, "--retrained", retrained,
+                        "--methods", "gif,fif,grad", "--ratios", "0.1,0.3", "--hessian-samples", 64, "--max-iter", 5,
+                        "--out-dir", out, "--device", "cpu", "--data-dir", fake_mnist])
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["rows"]) == 6 and {row["method"] for row in results["rows"]} == {"gif", "fif", "grad"}
+    for row in results["rows"]:
+        assert 0.0 <= row["mia_forget_member_share"] <= 1.0
+        assert 0.0 <= row["against_retrained"]["agreement_test"] <= 1.0
+        best = max(row["validation_sweep"], key=lambda s: (s["f1"], -s["scale"]))
+        assert row["scale"] == best["scale"]
+    assert "retrained" in results["reference"] and results["reference"]["retrained"]["excluded_label"] == 3
+    md = (out / "results.md").read_text()
+    assert "| gif | topk-outputs | F1 |" in md and "MR 30%" in md
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no plot" in r.output
+    else:
+        assert (out / "results.png").stat().st_size > 1000
+
+
+def test_compare_config_file(runner, tiny_model, fake_mnist, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {tiny_model}\nforget_label: 2\nmethods: [gif]\nratios: [0.2]\nhessian_samples: 32\n"
+                   f"max_iter: 3\nscales: '1,10'\n")
+    out = tmp_path / "cmp"
+    r = invoke(runner, ["compare", "--config", cfg, "--out-dir", out, "--no-plot", "--device", "cpu",
+                        "--data-dir", fake_mnist])
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["label"] == 2 and [row["ratio"] for row in results["rows"]] == [0.2]
+    assert [s["scale"] for s in results["rows"][0]["validation_sweep"]][:2] == [1.0, 10.0]
+
+
+def test_compare_bad_method(runner, tiny_model, fake_mnist, tmp_path):
+    r = invoke(runner, ["compare", "--model", tiny_model, "--forget-label", 3, "--methods", "gif,magic",
+                        "--out-dir", tmp_path / "c", "--data-dir", fake_mnist])
+    assert r.exit_code == 2 and "unknown method" in r.output, r.output
+
+
+def test_spectrum_matches_eigvalsh_on_a_tiny_model(runner, tiny_config, fake_mnist, tmp_path):
+    import yaml
+
+    cfg = tmp_path / "lr.yaml"
+    cfg.write_text(yaml.safe_dump({"model": "logreg", "dataset": "mnist", "epochs": 1, "batch_size": 64, "seed": 0}))
+    model_path = tmp_path / "lr.safetensors"
+    r = invoke(runner, ["train", "--config", cfg, "--out", model_path, "--data-dir", fake_mnist, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "s.json"
+    r = invoke(runner, ["spectrum", "--model", model_path, "--samples", 64, "--top", 20, "--steps", 120,
+                        "--l2", "0,0.01", "--json", out, "--device", "cpu", "--data-dir", fake_mnist])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    # the dumb way: the explicit Hessian of the same sample in float64 (logreg: 7 850 parameters)
+    model, _ = load_checkpoint(model_path)
+    splits = load_splits("mnist", str(fake_mnist))
+    batches = hessian_batches(splits.train, 64, 0, torch.device("cpu"))
+    model = model.double()
+    batches = [(x.double(), y) for x, y in batches]
+    hess = HessianSample(model, batches)
+    n = hess.space.size
+    # logreg: H = (1/n) sum_i S_i (x) a_i a_i^T with S_i = diag(p_i) - p_i p_i^T and a_i = [x_i; 1]. Written as
+    # B B^T / n with B = [L_i (x) a_i] (S_i = L_i L_i^T), its non-zero eigenvalues are those of B^T B / n (640 x 640).
+    from torch.func import functional_call
+
+    W = dict(model.named_parameters())
+    x = torch.cat([b[0] for b in batches])
+    p = torch.softmax(functional_call(model, W, (x,)), 1)
+    a = torch.cat([x.flatten(1), torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    cols = []
+    for i in range(len(x)):
+        S = torch.diag(p[i]) - torch.outer(p[i], p[i])
+        evals, evecs = torch.linalg.eigh(S)
+        L = evecs * evals.clamp(min=0).sqrt()
+        # parameter order: weight (10 x 784) row-major, then bias (10): column k of L (x) a_i
+        for k in range(10):
+            w_part = torch.outer(L[:, k], a[i, :784]).reshape(-1)
+            cols.append(torch.cat([w_part, L[:, k] * a[i, 784]]))
+    B = torch.stack(cols, 1)
+    H_small = B.T @ B / len(x)
+    exact = torch.linalg.eigvalsh(H_small)
+    top_exact = exact[torch.argsort(exact.abs(), descending=True)[:20]].sort().values
+    got = torch.tensor(res["per_l2"][0]["top_eigenvalues"], dtype=torch.float64).sort().values
+    torch.testing.assert_close(got, top_exact, rtol=1e-3, atol=1e-6)
+    shifted = torch.tensor(res["per_l2"][1]["top_eigenvalues"], dtype=torch.float64).sort().values
+    torch.testing.assert_close(shifted, top_exact + 0.01, rtol=1e-3, atol=1e-6)
+    assert res["per_l2"][0]["negative_share"] == 0.0  # a convex model: no negative eigenvalue
+    assert n == 7850
