@@ -6,9 +6,7 @@ stderr and exit code 1 (2 for usage errors); tables go to stdout, progress bars 
 from __future__ import annotations
 
 import functools
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -36,6 +34,15 @@ DataDir = Annotated[Optional[str], typer.Option(
     "--data-dir", help="Dataset root in torchvision's layout; searched before $GIF_DATA_DIR, ./data, ../shared/data.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
 ModelPath = Annotated[Path, typer.Option("--model", help="Model checkpoint (.safetensors written by gif).")]
+CriterionOpt = Annotated[str, typer.Option(
+    help="topk-outputs, topk-gradients, threshold, random or all (see README, 'Selection').")]
+RatioOpt = Annotated[float, typer.Option(help="Share of each Conv2d/Linear layer's parameters to modify, in (0, 1].")]
+MethodOpt = Annotated[str, typer.Option(help="gif (eq. 9), fif (frozen), pif (projected) or if (classic, all parameters).")]
+SolverOpt = Annotated[str, typer.Option(help="cg (CG on the normal equations), neumann (eq. 12, auto-scaled) or exact (small models).")]
+HessianSamplesOpt = Annotated[int, typer.Option(help="Training images in the Hessian sample.")]
+MaxIterOpt = Annotated[int, typer.Option(help="Maximum solver iterations.")]
+TolOpt = Annotated[float, typer.Option(help="Stop at this relative residual of the normal equations.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of selection and Hessian sample.")]
 
 
 def _fail(exc: GifError) -> None:
@@ -81,15 +88,19 @@ def _solver_callback(progress: Progress, description: str, max_iter: int):
     return cb
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v)
+def _train_callback(progress: Progress, epochs: int):
+    task = progress.add_task("training", total=epochs, info="")
+
+    def cb(epoch, epochs_, step, steps, loss, acc):
+        progress.update(task, completed=epoch - 1 + step / steps,
+                        info=f"epoch {epoch}/{epochs_} loss {loss:.4f} acc {100 * acc:.2f}%")
+
+    return cb
 
 
 def _metrics_table(title: str, rows: dict[str, dict]) -> Table:
     table = Table(title=title)
-    table.add_column("model")
+    table.add_column("model", overflow="fold")
     cols = ["forget acc", "forget loss", "test acc", "test loss", "F1", "MIA share"]
     for c in cols:
         table.add_column(c, justify="right")
@@ -125,13 +136,7 @@ def train(
     cfg = load_train_config(config).replace(epochs=epochs, seed=seed)
     dev = resolve_device(device)
     with _progress() as progress:
-        task = progress.add_task("training", total=cfg.epochs, info="")
-
-        def cb(epoch, epochs_, step, steps, loss, acc):
-            progress.update(task, completed=epoch - 1 + step / steps,
-                            info=f"epoch {epoch}/{epochs_} loss {loss:.4f} acc {100 * acc:.2f}%")
-
-        report = run_train(cfg, out_path, dev, data_dir, exclude_label, cb)
+        report = run_train(cfg, out_path, dev, data_dir, exclude_label, _train_callback(progress, cfg.epochs))
     out.print(f"wrote {report.out}: test accuracy {100 * report.test_accuracy:.2f}% "
               f"({report.metadata['test_accuracy_on']}), validation {100 * report.validation_accuracy:.2f}%, "
               f"{report.seconds:.0f} s")
@@ -143,9 +148,8 @@ def select_cmd(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the mask (JSON index file).")],
     forget_label: Annotated[int, typer.Option(help="Class whose training images form the forget set.")],
     model: ModelPath = Path(DEFAULT_MODEL),
-    criterion: Annotated[str, typer.Option(
-        help="topk-outputs, topk-gradients, threshold, random or all (see README, 'Selection').")] = "topk-outputs",
-    ratio: Annotated[float, typer.Option(help="Share of each Conv2d/Linear layer's parameters to select, in (0, 1].")] = 0.1,
+    criterion: CriterionOpt = "topk-outputs",
+    ratio: RatioOpt = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the random and threshold criteria.")] = 0,
     threshold: Annotated[Optional[float], typer.Option(
         help="threshold criterion: mean |output| a unit must exceed (default: the layer's mean).")] = None,
@@ -171,18 +175,17 @@ def influence_cmd(
     forget_label: Annotated[int, typer.Option(help="Class whose training images are forgotten.")],
     model: ModelPath = Path(DEFAULT_MODEL),
     mask: Annotated[Optional[Path], typer.Option(help="Mask from 'gif select' (not needed for --method if).")] = None,
-    method: Annotated[str, typer.Option(help="gif (eq. 9), fif (frozen), pif (projected) or if (classic, all parameters).")] = "gif",
-    solver: Annotated[str, typer.Option(help="cg (CG on the normal equations), neumann (eq. 12, auto-scaled) or exact (small models).")] = "cg",
-    hessian_samples: Annotated[int, typer.Option(help="Training images in the Hessian sample.")] = 1024,
+    method: MethodOpt = "gif",
+    solver: SolverOpt = "cg",
+    hessian_samples: HessianSamplesOpt = 1024,
     hessian_seed: Annotated[int, typer.Option(help="Seed that draws the Hessian sample.")] = 0,
-    max_iter: Annotated[int, typer.Option(help="Maximum solver iterations.")] = 40,
-    tol: Annotated[float, typer.Option(help="Stop at this relative residual of the normal equations.")] = 1e-2,
+    max_iter: MaxIterOpt = 40,
+    tol: TolOpt = 1e-2,
     damping: Annotated[float, typer.Option(help="Tikhonov damping lambda added to the system.")] = 0.0,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
     """Compute the influence of the forget set on J (least squares H_J delta = -g) and save it."""
-    from .math.influence import SolverOptions
     from .pipelines.device import resolve_device
     from .pipelines.steps import check_label, influence_step, load_data, load_model
     from .pipelines.unlearn import label_target
@@ -292,15 +295,15 @@ def evaluate_cmd(
 def remove_class_cmd(
     label: Annotated[int, typer.Option(help="The class to forget.")],
     model: ModelPath = Path(DEFAULT_MODEL),
-    criterion: Annotated[str, typer.Option(help="Selection criterion (see 'gif select --help').")] = "topk-outputs",
-    ratio: Annotated[float, typer.Option(help="Share of each layer's parameters to modify, in (0, 1].")] = 0.1,
-    method: Annotated[str, typer.Option(help="gif, fif, pif or if.")] = "gif",
-    solver: Annotated[str, typer.Option(help="cg, neumann or exact.")] = "cg",
+    criterion: CriterionOpt = "topk-outputs",
+    ratio: RatioOpt = 0.1,
+    method: MethodOpt = "gif",
+    solver: SolverOpt = "cg",
     scale: Annotated[str, typer.Option(help="'auto' (best F1 on the validation split) or a number.")] = "auto",
-    hessian_samples: Annotated[int, typer.Option(help="Training images in the Hessian sample.")] = 1024,
-    max_iter: Annotated[int, typer.Option(help="Maximum solver iterations.")] = 40,
-    tol: Annotated[float, typer.Option(help="Relative residual to stop at.")] = 1e-2,
-    seed: Annotated[int, typer.Option(help="Seed of selection and Hessian sample.")] = 0,
+    hessian_samples: HessianSamplesOpt = 1024,
+    max_iter: MaxIterOpt = 40,
+    tol: TolOpt = 1e-2,
+    seed: SeedOpt = 0,
     out_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/remove-class-<label>).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
@@ -372,20 +375,17 @@ def backdoor_train(
     cfg = load_train_config(config).replace(epochs=epochs, seed=seed)
     dev = resolve_device(device)
     with _progress() as progress:
-        task = progress.add_task("training", total=cfg.epochs, info="")
-
-        def cb(epoch, epochs_, step, steps, loss, acc):
-            progress.update(task, completed=epoch - 1 + step / steps,
-                            info=f"epoch {epoch}/{epochs_} loss {loss:.4f} acc {100 * acc:.2f}%")
-
-        report = train_backdoor(cfg, poison, out_path, dev, data_dir, true_labels, cb)
+        report = train_backdoor(cfg, poison, out_path, dev, data_dir, true_labels, _train_callback(progress, cfg.epochs))
     out.print(f"wrote {report.out}: clean test accuracy {100 * report.test_accuracy:.2f}%, {report.seconds:.0f} s")
 
 
 def _backdoor_table(title: str, rows: dict[str, dict]) -> Table:
     table = Table(title=title)
     for c in ("model", "BD data w/ BD label", "BD data w/ true label", "clean test", "attack success"):
-        table.add_column(c, justify="left" if c == "model" else "right")
+        if c == "model":
+            table.add_column(c, overflow="fold")
+        else:
+            table.add_column(c, justify="right")
     for name, r in rows.items():
         table.add_row(name, f"{100 * r['bd_data_backdoor_label_accuracy']:.2f}%",
                       f"{100 * r['bd_data_true_label_accuracy']:.2f}%", f"{100 * r['test_accuracy']:.2f}%",
@@ -399,15 +399,15 @@ def backdoor_recover(
     poison: Annotated[Path, typer.Option(help="Poison file the model was trained with.")],
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the recovered checkpoint.")],
     model: ModelPath = Path("checkpoints/mnist_cnn_backdoor.safetensors"),
-    criterion: Annotated[str, typer.Option(help="Selection criterion, applied on the poisoned images.")] = "topk-outputs",
-    ratio: Annotated[float, typer.Option(help="Share of each layer's parameters to modify, in (0, 1].")] = 0.1,
-    method: Annotated[str, typer.Option(help="gif, fif, pif or if.")] = "gif",
-    solver: Annotated[str, typer.Option(help="cg, neumann or exact.")] = "cg",
+    criterion: CriterionOpt = "topk-outputs",
+    ratio: RatioOpt = 0.1,
+    method: MethodOpt = "gif",
+    solver: SolverOpt = "cg",
     scale: Annotated[str, typer.Option(help="'auto' (best on a validation slice of training images) or a number.")] = "auto",
     hessian_samples: Annotated[int, typer.Option(help="Clean training images in the Hessian sample.")] = 1024,
-    max_iter: Annotated[int, typer.Option(help="Maximum solver iterations.")] = 40,
-    tol: Annotated[float, typer.Option(help="Relative residual to stop at.")] = 1e-2,
-    seed: Annotated[int, typer.Option(help="Seed of selection and Hessian sample.")] = 0,
+    max_iter: MaxIterOpt = 40,
+    tol: TolOpt = 1e-2,
+    seed: SeedOpt = 0,
     run_dir: Annotated[Optional[Path], typer.Option(help="Folder for mask, influence and report (default runs/backdoor-recover).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,

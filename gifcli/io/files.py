@@ -89,3 +89,18 @@ def read_json(path: str | Path, kind: str) -> Any:
         return json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputFileError(f"{p} is not a readable {kind} JSON file ({type(exc).__name__})") from None
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a matplotlib figure atomically as PNG."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    return Path(path)
+
+
+def make_folder(folder: str | Path) -> Path:
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GifError(f"cannot create folder {folder}: {exc.strerror}") from None
+    return Path(folder)

@@ -19,8 +19,8 @@ from ..config import TrainConfig
 from ..data.backdoor import (POISON_FORMAT, TRIGGER_VALUE, add_trigger, choose_poisoned, indices_sha256,
                              poison_images)
 from ..data.datasets import DATASETS, Split, load_raw, normalise, train_validation_indices
-from ..errors import GifError, InputFileError, UsageError
-from ..io.files import provenance, read_json, write_json
+from ..errors import InputFileError, UsageError
+from ..io.files import make_folder, provenance, read_json, write_json
 from ..math.influence import SolverOptions
 from ..math.solvers import Progress
 from ..models.train import TrainProgress, predictions
@@ -186,10 +186,7 @@ def recover(model_path: str | Path, poison_path: str | Path, criterion: str, rat
     doc = read_poison(poison_path)
     _check_model_poison(loaded, doc)
     data = load_backdoor(doc, data_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GifError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
+    make_folder(run_dir)
     mask_path, infl_path = run_dir / "mask.json", run_dir / "influence.safetensors"
     n_clean = len(data.clean_train)
     if method != "if":

@@ -8,9 +8,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..errors import GifError, UsageError
+from ..errors import UsageError
 from ..io.artifacts import read_influence, write_influence
-from ..io.files import provenance, write_json
+from ..io.files import make_folder, provenance, save_figure, write_json
 from ..math.influence import METHODS, SolverOptions
 from ..math.params import IndexSet
 from .audit import against_baseline, mia_share
@@ -47,11 +47,8 @@ def compare(model_path: str | Path, label: int, retrained_path: Optional[str | P
     check_label(loaded, label)
     splits = load_data(loaded, data_dir)
     retrained = load_model(retrained_path) if retrained_path else None
-    try:
-        for sub in ("masks", "influence", "models"):
-            (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GifError(f"cannot create {out_dir}: {exc.strerror}") from None
+    for sub in ("masks", "influence", "models"):
+        make_folder(out_dir / sub)
     target = label_target(splits.train, label, splits.num_classes, splits.dataset)
     cells = [(c, r, m) for c in criteria for r in ratios for m in methods if m != "if"]
     if "if" in methods:
@@ -162,8 +159,7 @@ def plot(results: dict, path: Path, ratio: Optional[float] = None) -> Optional[P
     axes[0].legend(fontsize=8)
     fig.suptitle(f"label {results['label']}, MR {100 * ratio:g}%: validation split (the split that chooses the scale)")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

@@ -7,8 +7,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import GifError
-from ..io.files import provenance, write_json
+from ..io.files import make_folder, provenance, write_json
 from ..math.influence import SolverOptions
 from ..math.solvers import Progress
 from .steps import apply_step, check_label, influence_step, load_data, load_model, select_step
@@ -24,10 +23,7 @@ def remove_class(model_path: str | Path, label: int, criterion: str, ratio: floa
     loaded = load_model(model_path)
     check_label(loaded, label)
     splits = load_data(loaded, data_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GifError(f"cannot create run folder {folder}: {exc.strerror}") from None
+    make_folder(folder)
     target = label_target(splits.train, label, splits.num_classes, splits.dataset)
     mask_path, infl_path, edited_path = folder / "mask.json", folder / "influence.safetensors", folder / "edited.safetensors"
     if method != "if":

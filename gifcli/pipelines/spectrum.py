@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import UsageError
-from ..io.files import provenance
+from ..io.files import provenance, save_figure
 from ..math.hvp import HessianSample
 from ..math.lanczos import lanczos, top_by_magnitude
 from .steps import load_data, load_model
@@ -65,8 +65,7 @@ def plot_spectrum(result: dict, path: Path) -> Optional[Path]:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

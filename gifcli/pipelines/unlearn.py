@@ -165,6 +165,7 @@ def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Seq
 
     If the best scale sits at an end of the grid, the grid is extended past that end by factors of
     2 (at most ``extend`` times) while F1 keeps improving: the useful range depends on |delta|.
+    Then the best scale is refined with its neighbours at x 2^(+-1/4) and x 2^(+-1/8).
     """
     if not scales:
         raise UsageError("no scale to try")
@@ -190,6 +191,13 @@ def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Seq
                 if row["f1"] <= last["f1"]:
                     break
                 last = row
+    # refine between grid points: the best scale's geometric neighbours at x 2^(+-1/4), then 2^(+-1/8)
+    for step in (2 ** 0.25, 2 ** 0.125):
+        best = max(sweep, key=lambda r: (r["f1"], -r["scale"]))
+        if len(grid) > 1 and best["f1"] > 0:
+            for s in (best["scale"] / step, best["scale"] * step):
+                if all(abs(r["scale"] - s) > 1e-9 * s for r in sweep):
+                    run(round(s, 12))
     sweep.sort(key=lambda r: r["scale"])
     best = max(sweep, key=lambda r: (r["f1"], -r["scale"]))
     return best["scale"], sweep

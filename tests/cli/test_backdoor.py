@@ -85,7 +85,7 @@ def test_recover_stops_the_trigger(runner, backdoored, quiet_mnist):
 @pytest.mark.parametrize("mutate,needle", [
     (lambda doc: "{not json", "not a readable poison"),
     (lambda doc: json.dumps({**doc, "format": "gif-mask"}), "not a gif poison"),
-    (lambda doc: json.dumps({**doc, "indices": doc["indices"][:-1] + [doc["indices"][-1] - 1]}), "sorted"),
+    (lambda doc: json.dumps({**doc, "indices": doc["indices"][1::-1] + doc["indices"][2:]}), "sorted"),
     (lambda doc: json.dumps({**doc, "indices": doc["indices"][:-1]}), "sha256"),
     (lambda doc: json.dumps({**doc, "indices": doc["indices"][:-1] + [10 ** 9]}), "within"),
     (lambda doc: json.dumps({k: v for k, v in doc.items() if k != "target_label"}), "malformed"),

@@ -1,7 +1,6 @@
 """gif compare and gif spectrum on tiny synthetic data."""
 import json
 
-import pytest
 import torch
 
 from gifcli import load_checkpoint
@@ -36,7 +35,7 @@ def test_compare_writes_all_outputs(runner, tiny_model, fake_mnist, tiny_config,
     assert "| gif | topk-outputs | F1 |" in md and "MR 30%" in md
     try:
         import matplotlib  # noqa: F401
-    except ImportError:
+    except ImportError:  # the plot extra is optional
         assert "no plot" in r.output
     else:
         assert (out / "results.png").stat().st_size > 1000

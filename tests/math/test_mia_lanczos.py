@@ -1,5 +1,5 @@
 import torch
-from torch import nn
+
 
 from gifcli.math.hvp import HessianSample, cross_entropy_sum
 from gifcli.math.lanczos import lanczos, top_by_magnitude
