@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -25,7 +26,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
+# piped output (CI logs, files) gets a wide table instead of rich's 80-column default
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 DEFAULT_MODEL = "checkpoints/mnist_cnn.safetensors"
@@ -99,19 +101,21 @@ def _train_callback(progress: Progress, epochs: int):
 
 
 def _metrics_table(title: str, rows: dict[str, dict]) -> Table:
+    def mia(r: dict):
+        return r.get("mia_forget_member_share", r.get("baseline_mia_forget_member_share"))
+
+    show_mia = any(mia(r) is not None for r in rows.values())
     table = Table(title=title)
     table.add_column("model", overflow="fold")
-    cols = ["forget acc", "forget loss", "test acc", "test loss", "F1", "MIA share"]
-    for c in cols:
+    for c in ["forget acc", "forget loss", "test acc", "test loss", "F1"] + (["MIA share"] if show_mia else []):
         table.add_column(c, justify="right")
     for name, r in rows.items():
-        mia = r.get("mia_forget_member_share", r.get("baseline_mia_forget_member_share"))
-        mia_text = "-" if mia is None else f"{100 * mia:.1f}%"
+        extra = [("-" if mia(r) is None else f"{100 * mia(r):.1f}%")] if show_mia else []
         if "forget" in r:
             table.add_row(name, f"{100 * r['forget']['accuracy']:.2f}%", f"{r['forget']['loss']:.4f}",
-                          f"{100 * r['test']['accuracy']:.2f}%", f"{r['test']['loss']:.4f}", f"{r['f1']:.4f}", mia_text)
+                          f"{100 * r['test']['accuracy']:.2f}%", f"{r['test']['loss']:.4f}", f"{r['f1']:.4f}", *extra)
         else:
-            table.add_row(name, "-", "-", f"{100 * r['test']['accuracy']:.2f}%", f"{r['test']['loss']:.4f}", "-", mia_text)
+            table.add_row(name, "-", "-", f"{100 * r['test']['accuracy']:.2f}%", f"{r['test']['loss']:.4f}", "-", *extra)
     return table
 
 
