@@ -28,7 +28,10 @@ def spectrum(model_path: str | Path, samples: int, top: int, steps: Optional[int
     if steps < top:
         raise UsageError(f"--steps ({steps}) must be at least --top ({top})")
     start = time.perf_counter()
-    ritz = lanczos(hess.hvp, hess.space.size, steps, dtype=torch.float32 if device.type == "cuda" else torch.float64,
+    param_dtype = hess.params[0].dtype
+    # the Krylov basis is kept in float64 on the CPU (float32 on a GPU, for memory); products run in the model's dtype
+    basis_dtype = torch.float32 if device.type == "cuda" else torch.float64
+    ritz = lanczos(lambda v: hess.hvp(v.to(param_dtype)), hess.space.size, steps, dtype=basis_dtype,
                    device=device, seed=seed, progress=progress)
     hess.release()
     seconds = time.perf_counter() - start
