@@ -90,6 +90,19 @@ def _solver_callback(progress: Progress, description: str, max_iter: int):
     return cb
 
 
+def _solve_and_sweep_callbacks(progress: Progress, method: str, solver: str, max_iter: int):
+    """Progress of the solver iterations, then of the scale sweep."""
+    solve = _solver_callback(progress, f"{method}/{solver}", max_iter)
+    sweep_task = progress.add_task("scale sweep", total=None, info="")
+    return solve, lambda i, n: progress.update(sweep_task, completed=i, total=n)
+
+
+def _solver_line(s: dict) -> str:
+    return (f"{s['solver']}: {s['iterations']} iterations, {s['hvp_products']} HVPs, "
+            f"rel. residual {s['final_relative_residual']:.2e}, "
+            + ("converged" if s["converged"] else f"NOT converged ({s['message']})"))
+
+
 def _train_callback(progress: Progress, epochs: int):
     task = progress.add_task("training", total=epochs, info="")
 
@@ -204,10 +217,8 @@ def influence_cmd(
         cb = _solver_callback(progress, f"{method}/{solver}", max_iter)
         meta = influence_step(loaded, mask, target, splits.train, method, options, hessian_samples, hessian_seed, dev,
                               out_path, cb)
-    s = meta["stats"]
-    out.print(f"wrote {out_path}: {method} over {meta['selected']} parameters, {s['iterations']} iterations, "
-              f"{s['hvp_products']} HVPs, rel. residual {s['final_relative_residual']:.2e}, "
-              f"{'converged' if s['converged'] else 'NOT converged: ' + s['message']}, {meta['seconds']:.1f} s on {meta['device']}")
+    out.print(f"wrote {out_path}: {method} over {meta['selected']} parameters, {_solver_line(meta['stats'])}, "
+              f"{meta['seconds']:.1f} s on {meta['device']}")
 
 
 def _solver_options(solver: str, tol: float, max_iter: int, damping: float):
@@ -320,16 +331,11 @@ def remove_class_cmd(
     options = _solver_options(solver, tol, max_iter, 0.0)
     folder = out_dir or Path(f"runs/remove-class-{label}")
     with _progress() as progress:
-        cb = _solver_callback(progress, f"{method}/{solver}", max_iter)
-        sweep_task = progress.add_task("scale sweep", total=None, info="")
-
-        def sweep_cb(i, n):
-            progress.update(sweep_task, completed=i, total=n)
-
         result = remove_class(model, label, criterion, ratio, method, options, scale, hessian_samples, seed,
-                              folder, dev, data_dir, cb, sweep_cb)
+                              folder, dev, data_dir, *_solve_and_sweep_callbacks(progress, method, solver, max_iter))
     out.print(_metrics_table(f"remove class {label}: {method}, {criterion} {100 * ratio:g}%, scale {result['scale']:g}",
                              {"base": result["base"], "edited": result["edited"]}))
+    out.print(_solver_line(result["influence"]["stats"]))
     out.print(f"run folder {folder}: mask.json, influence.safetensors, edited.safetensors, report.json "
               f"({result['seconds']:.0f} s)")
 
@@ -424,12 +430,11 @@ def backdoor_recover(
     options = _solver_options(solver, tol, max_iter, 0.0)
     folder = run_dir or Path("runs/backdoor-recover")
     with _progress() as progress:
-        cb = _solver_callback(progress, f"{method}/{solver}", max_iter)
-        sweep_task = progress.add_task("scale sweep", total=None, info="")
         result = recover(model, poison, criterion, ratio, method, options, scale, hessian_samples, seed, out_path,
-                         folder, dev, data_dir, cb, lambda i, n: progress.update(sweep_task, completed=i, total=n))
+                         folder, dev, data_dir, *_solve_and_sweep_callbacks(progress, method, solver, max_iter))
     out.print(_backdoor_table(f"backdoor recovery: {method}, {criterion} {100 * ratio:g}%, scale {result['scale']:g}",
                               {"backdoored": result["base"], "recovered": result["recovered"]}))
+    out.print(_solver_line(result["influence"]["stats"]))
     out.print(f"wrote {out_path}; mask, influence and report.json in {folder} ({result['recover_seconds']:.0f} s)")
 
 

@@ -176,7 +176,7 @@ def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Seq
         row = {"scale": s, **score(edited_copy(model, J, delta, s))}
         sweep.append(row)
         if progress:
-            progress(len(sweep), len(grid))
+            progress(len(sweep), max(len(grid), len(sweep)))
         return row
 
     for s in grid:
