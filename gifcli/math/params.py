@@ -5,7 +5,7 @@ parameter. An index set J is a sorted 1-D ``int64`` tensor of flat indices (eq. 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -62,6 +62,17 @@ class IndexSet:
 
     space: ParamSpace
     indices: torch.Tensor  # sorted, unique, int64, on CPU
+    # copies of `indices` per device: gather/scatter run twice per GIF product, so on a GPU the
+    # indices are copied over once rather than on every call
+    _on_device: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def _indices_on(self, device: torch.device) -> torch.Tensor:
+        if device.type == "cpu":
+            return self.indices
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = self.indices.to(device)
+        return self._on_device[key]
 
     @staticmethod
     def from_indices(space: ParamSpace, indices: torch.Tensor) -> "IndexSet":
@@ -98,10 +109,10 @@ class IndexSet:
 
     def gather(self, full: torch.Tensor) -> torch.Tensor:
         """theta -> theta_J."""
-        return full[self.indices.to(full.device)]
+        return full[self._indices_on(full.device)]
 
     def scatter(self, values: torch.Tensor) -> torch.Tensor:
         """theta_J -> [theta_J; 0] in the full space (eq. 4)."""
         full = torch.zeros(self.space.size, dtype=values.dtype, device=values.device)
-        full[self.indices.to(values.device)] = values
+        full[self._indices_on(values.device)] = values
         return full
