@@ -1,6 +1,6 @@
 """gif backdoor: poison -> train -> recover (relabel GIF) -> evaluate, as in section 5.3.
 
-Recovery reuses remove-class's pieces (choose, influence_step, sweep_scales, apply_step); only
+Recovery reuses remove-class's pieces (select_step, influence_step, scale_and_apply); only
 the target differs: g = grad[L(poisoned, backdoor label) - L(poisoned, true labels)] scaled by
 |poisoned| / |clean|, with the Hessian sample drawn from the clean training images.
 """
@@ -24,9 +24,9 @@ from ..io.files import make_folder, provenance, read_json, write_json
 from ..math.influence import SolverOptions
 from ..math.solvers import Progress
 from ..models.train import TrainProgress, predictions
-from .steps import Loaded, apply_step, influence_step, load_model, select_step
+from .steps import Loaded, influence_step, load_model, scale_and_apply, select_step
 from .train import TrainReport, train_and_save
-from .unlearn import DEFAULT_SCALES, Target, f1_score, parse_scales, sweep_scales
+from .unlearn import Target, f1_score, parse_scales
 
 NUM_CLASSES = 10
 
@@ -193,17 +193,7 @@ def recover(model_path: str | Path, poison_path: str | Path, criterion: str, rat
         select_step(loaded, data.target, criterion, ratio, seed, None, n_clean, mask_path)
     imeta = influence_step(loaded, None if method == "if" else mask_path, data.target, data.clean_train, method,
                            options, hessian_samples, seed, device, infl_path, progress)
-    from ..io.artifacts import read_influence
-    from .unlearn import space_of
-
-    delta, J, _ = read_influence(infl_path, space_of(loaded.model), loaded.sha)
-    sweep = None
-    if scales is None or len(scales) > 1:
-        chosen, sweep = sweep_scales(loaded.model, J, delta, scales or DEFAULT_SCALES,
-                                     lambda m: validation_score(m, data), sweep_progress)
-    else:
-        chosen = scales[0]
-    apply_step(loaded, infl_path, chosen, out)
+    chosen, sweep = scale_and_apply(loaded, infl_path, scales, lambda m: validation_score(m, data), out, sweep_progress)
     recover_seconds = time.perf_counter() - start
     recovered = load_model(out)
     report = {

@@ -9,13 +9,13 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import UsageError
-from ..io.artifacts import read_influence, write_influence
+from ..io.artifacts import write_influence
 from ..io.files import make_folder, provenance, save_figure, write_json
 from ..math.influence import METHODS, SolverOptions
 from ..math.params import IndexSet
 from .audit import against_baseline, mia_share
-from .steps import Loaded, apply_step, check_label, influence_step, load_data, load_model, select_step
-from .unlearn import (DEFAULT_SCALES, forget_metrics, label_target, parse_scales, space_of, sweep_scales,
+from .steps import Loaded, check_label, influence_step, load_data, load_model, scale_and_apply, select_step
+from .unlearn import (forget_metrics, label_target, parse_scales, space_of,
                       target_gradient)
 
 COMPARE_METHODS = METHODS + ("grad",)
@@ -71,13 +71,11 @@ def compare(model_path: str | Path, label: int, retrained_path: Optional[str | P
         else:
             imeta = influence_step(loaded, None if method == "if" else mask, target, splits.train, method, options,
                                    hessian_samples, seed, device, infl)
-        delta, J, _ = read_influence(infl, space_of(loaded.model), loaded.sha)
-        chosen, sweep = sweep_scales(loaded.model, J, delta, scales or DEFAULT_SCALES,
-                                     lambda m: forget_metrics(m, splits.validation, label))
         edited_path = out_dir / "models" / f"{method}-{tag}.safetensors"
-        apply_step(loaded, infl, chosen, edited_path)
+        chosen, sweep = scale_and_apply(loaded, infl, scales, lambda m: forget_metrics(m, splits.validation, label),
+                                        edited_path, score_single=True)
         edited = load_model(edited_path)
-        row = {"method": method, "criterion": criterion, "ratio": ratio, "selected": J.size, "scale": chosen,
+        row = {"method": method, "criterion": criterion, "ratio": ratio, "selected": imeta["selected"], "scale": chosen,
                "influence_seconds": imeta["seconds"], "seconds": time.perf_counter() - start,
                "solver_stats": {k: imeta["stats"].get(k) for k in ("iterations", "hvp_products",
                                                                    "final_relative_residual", "converged")},

@@ -10,8 +10,8 @@ import torch
 from ..io.files import make_folder, provenance, write_json
 from ..math.influence import SolverOptions
 from ..math.solvers import Progress
-from .steps import apply_step, check_label, influence_step, load_data, load_model, select_step
-from .unlearn import DEFAULT_SCALES, forget_metrics, label_target, parse_scales, sweep_scales
+from .steps import check_label, influence_step, load_data, load_model, scale_and_apply, select_step
+from .unlearn import forget_metrics, label_target, parse_scales
 
 
 def remove_class(model_path: str | Path, label: int, criterion: str, ratio: float, method: str,
@@ -30,17 +30,8 @@ def remove_class(model_path: str | Path, label: int, criterion: str, ratio: floa
         select_step(loaded, target, criterion, ratio, seed, None, len(splits.train), mask_path)
     imeta = influence_step(loaded, None if method == "if" else mask_path, target, splits.train, method, options,
                            hessian_samples, seed, device, infl_path, progress)
-    from ..io.artifacts import read_influence
-    from .unlearn import space_of
-
-    delta, J, _ = read_influence(infl_path, space_of(loaded.model), loaded.sha)
-    sweep = None
-    if scales is None or len(scales) > 1:
-        chosen, sweep = sweep_scales(loaded.model, J, delta, scales or DEFAULT_SCALES,
-                                     lambda m: forget_metrics(m, splits.validation, label), sweep_progress)
-    else:
-        chosen = scales[0]
-    apply_step(loaded, infl_path, chosen, edited_path)
+    chosen, sweep = scale_and_apply(loaded, infl_path, scales, lambda m: forget_metrics(m, splits.validation, label),
+                                    edited_path, sweep_progress)
     edited = load_model(edited_path)
     base_metrics = forget_metrics(loaded.model, splits.test, label)
     edited_metrics = forget_metrics(edited.model, splits.test, label)

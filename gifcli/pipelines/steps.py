@@ -20,7 +20,8 @@ from ..io.files import provenance, sha256_file, write_json
 from ..math.influence import SolverOptions
 from ..math.params import IndexSet
 from ..math.solvers import Progress
-from .unlearn import Target, choose, compute_influence, edited_copy, forget_metrics, space_of
+from .unlearn import (DEFAULT_SCALES, Target, choose, compute_influence, edited_copy, forget_metrics, space_of,
+                      sweep_scales)
 
 
 @dataclass
@@ -103,6 +104,21 @@ def apply_step(loaded: Loaded, influence_path: str | Path, scale: float, out: st
         "provenance": provenance(kind="apply"),
     })
     return save_checkpoint(out, edited, meta)
+
+
+def scale_and_apply(loaded: Loaded, influence_path: str | Path, scales: Optional[list[float]], score,
+                    out: str | Path, progress=None, score_single: bool = False) -> tuple[float, Optional[list[dict]]]:
+    """Sweep the scale (``scales`` None -> the default grid; several -> those) with ``score`` on a
+    validation split, or take the single given scale (scored too with ``score_single``); then
+    write the edited model to ``out``."""
+    sweep = None
+    if scales is None or len(scales) > 1 or score_single:
+        delta, J, _ = read_influence(influence_path, space_of(loaded.model), loaded.sha)
+        chosen, sweep = sweep_scales(loaded.model, J, delta, scales or DEFAULT_SCALES, score, progress)
+    else:
+        chosen = scales[0]
+    apply_step(loaded, influence_path, chosen, out)
+    return chosen, sweep
 
 
 def evaluate_model(loaded: Loaded, splits: DatasetSplits, label: Optional[int]) -> dict:
