@@ -580,4 +580,19 @@ def spectrum_cmd(
 
 
 def main() -> None:
-    app()
+    """The ``gif`` entry point: Typer's own usage errors (unknown option, bad value) become one line too."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:  # click's usage errors, duck-typed (Typer vendors its own click)
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            if type(exc).__name__ == "Abort":
+                err.print("[red]aborted[/red]")
+                sys.exit(1)
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `gif` alone: the help was printed
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        err.print(f"[red]error:[/red] {where}{exc.format_message()} (see --help)", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

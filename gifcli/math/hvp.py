@@ -12,16 +12,22 @@ Modes (pick by measurement, see benchmarks/hvp_ratio.py):
 * ``recompute``: forward + gradient-with-graph + backward for every product and batch, as the
   paper's reference code does. Constant memory in the number of products.
 * ``forward``: torch.func forward-over-reverse, ``jvp(grad(L))``, recomputed per product.
+
+With ``fast_conv`` (default) the ``retain``/``recompute`` graphs route ``conv2d`` through
+fastconv.py: the same exact products with cheaper second-order kernels, and ``hvp(v, only=J)``
+skips weight rows outside J where the caller only reads J (GIF's ``H_J^T u = (H u)_J``).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad as func_grad, jvp
 
-from .params import ParamSpace
+from .fastconv import fast_conv_double_backward, only_rows
+from .params import IndexSet, ParamSpace
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 SumLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> summed loss
@@ -52,6 +58,7 @@ class HessianSample:
         batches: Sequence[Batch],
         loss: SumLoss = cross_entropy_sum,
         mode: str = "retain",
+        fast_conv: bool = True,
     ) -> None:
         if mode not in HVP_MODES:
             raise ValueError(f"unknown HVP mode {mode!r}; choose from {HVP_MODES}")
@@ -60,6 +67,7 @@ class HessianSample:
         self.model = model
         self.loss = loss
         self.mode = mode
+        self.fast_conv = fast_conv
         named = [(n, p) for n, p in model.named_parameters()]
         self.names = [n for n, _ in named]
         self.params = [p.detach().requires_grad_(True) for _, p in named]
@@ -68,6 +76,7 @@ class HessianSample:
         self.n_samples = int(sum(len(y) for _, y in self.batches))
         self.products = 0  # number of Hessian-vector products computed
         self._graphs: list[tuple[torch.Tensor, ...]] | None = None
+        self._rows_cache: tuple | None = None
 
     # -- first order -------------------------------------------------------------------------
     def _batch_loss(self, params: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor:
@@ -86,20 +95,38 @@ class HessianSample:
         return total.detach()
 
     # -- second order ------------------------------------------------------------------------
+    def _graph(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The first-order gradient of one batch, with its graph (for a product through it)."""
+        with fast_conv_double_backward() if self.fast_conv else contextlib.nullcontext():
+            return torch.autograd.grad(self._batch_loss(self.params, batch), self.params, create_graph=True)
+
     def _ensure_graphs(self) -> list[tuple[torch.Tensor, ...]]:
         if self._graphs is None:
-            self._graphs = [
-                torch.autograd.grad(self._batch_loss(self.params, b), self.params, create_graph=True)
-                for b in self.batches
-            ]
+            self._graphs = [self._graph(b) for b in self.batches]
         return self._graphs
 
     def release(self) -> None:
         """Drop the kept first-order graphs (frees their memory)."""
         self._graphs = None
 
-    def hvp(self, vector: torch.Tensor) -> torch.Tensor:
-        """H v for a flat vector v (same dtype/device as the parameters)."""
+    def _rows_of(self, only: IndexSet) -> dict[int, torch.Tensor]:
+        """Per weight tensor (by storage), the output rows that hold an index of ``only``."""
+        key = id(only)
+        if self._rows_cache is None or self._rows_cache[0] != key:
+            rows = {}
+            for p, mask in zip(self.params, only.masks().values()):
+                if p.dim() >= 2:
+                    rows[p.data_ptr()] = torch.nonzero(mask.reshape(mask.shape[0], -1).any(1)).reshape(-1).to(p.device)
+            self._rows_cache = (key, rows, only)  # keep `only` alive so its id stays unique
+        return self._rows_cache[1]
+
+    def hvp(self, vector: torch.Tensor, only: IndexSet | None = None) -> torch.Tensor:
+        """H v for a flat vector v (same dtype/device as the parameters).
+
+        With ``only``, the product is exact on the indices of ``only`` and undefined elsewhere
+        (convolution weight rows outside it are skipped, see fastconv.py); use it when the
+        caller gathers ``only`` from the result, as GIF's ``H_J^T u = (H u)_J`` does.
+        """
         parts = self.space.unflatten(vector.detach())
         self.products += 1
         if self.mode == "forward":
@@ -109,13 +136,12 @@ class HessianSample:
         if self.mode == "retain":
             graphs = self._ensure_graphs()
         else:
-            graphs = (
-                torch.autograd.grad(self._batch_loss(self.params, b), self.params, create_graph=True)
-                for b in self.batches
-            )
+            graphs = (self._graph(b) for b in self.batches)
         keep = self.mode == "retain"
+        rows = self._rows_of(only) if (only is not None and self.fast_conv) else None
         for g in graphs:
-            hv = torch.autograd.grad(g, self.params, grad_outputs=parts, retain_graph=keep, allow_unused=True)
+            with only_rows(rows) if rows is not None else contextlib.nullcontext():
+                hv = torch.autograd.grad(g, self.params, grad_outputs=parts, retain_graph=keep, allow_unused=True)
             flat = self.space.flatten([torch.zeros_like(p) if h is None else h for h, p in zip(hv, self.params)])
             total = flat if total is None else total + flat
         return total

@@ -70,10 +70,11 @@ class _Problem:
 def _problem(method: str, hess: HessianSample, J: IndexSet, g: torch.Tensor) -> _Problem:
     H = hess.hvp
     if method == "gif":
-        # eq. (13): H^T H [v; 0] = [H_J^T H_J v; ...]; H is symmetric so H_J^T u = (H u)_J.
-        return _Problem(lambda v: H(J.scatter(v)), lambda u: J.gather(H(u)), -g, J.size, False)
+        # eq. (13): H^T H [v; 0] = [H_J^T H_J v; ...]; H is symmetric so H_J^T u = (H u)_J,
+        # which only needs J's rows of the product (only=J).
+        return _Problem(lambda v: H(J.scatter(v)), lambda u: J.gather(H(u, only=J)), -g, J.size, False)
     if method == "fif":
-        op = lambda v: J.gather(H(J.scatter(v)))  # noqa: E731  (H_JJ v, eq. 10)
+        op = lambda v: J.gather(H(J.scatter(v), only=J))  # noqa: E731  (H_JJ v, eq. 10)
         return _Problem(op, op, -J.gather(g), J.size, True)
     if method in ("pif", "if"):
         return _Problem(H, H, -g, g.numel(), True)

@@ -35,3 +35,31 @@ def test_help_runs(runner):
     for cmd in (["remove-class"], ["influence"], ["backdoor", "recover"]):
         r = invoke(runner, [*cmd, "--help"])
         assert r.exit_code == 0 and "--" in r.output, r.output
+
+
+def _main(monkeypatch, capsys, argv):
+    from gifcli.cli import main
+
+    monkeypatch.setattr("sys.argv", ["gif", *argv])
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_entry_point_usage_errors_are_one_line(monkeypatch, capsys):
+    """Typer's own parse errors (not only gif's) print one line and exit 2 from `gif`."""
+    for argv, needle in ((["remove-class", "--out", "x"], "No such option: --out"),
+                         (["remove-class", "--ratio", "abc"], "--ratio"),
+                         (["remove-class", "--label"], "requires an argument"),
+                         (["nosuch"], "No such command")):
+        code, out, err = _main(monkeypatch, capsys, argv)
+        assert code == 2 and needle in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
+        assert "Traceback" not in err and out == ""
+    code, out, _ = _main(monkeypatch, capsys, ["--help"])
+    assert code == 0 and "remove-class" in out

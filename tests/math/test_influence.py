@@ -5,6 +5,7 @@ from torch import nn
 from gifcli.math.hvp import HessianSample, cross_entropy_sum, mse_sum
 from gifcli.math.influence import SolverOptions, influence
 from gifcli.math.params import IndexSet
+from gifcli.math.solvers import cg
 
 from .helpers import TanhMLP, batches_of, explicit_gradient, explicit_hessian
 
@@ -137,3 +138,18 @@ def test_exact_refuses_large_problems(problem, monkeypatch):
     monkeypatch.setattr(inf, "MAX_EXACT_COLUMNS", 5)
     with pytest.raises(ValueError, match="refuses"):
         influence("gif", hess, J, g, EXACT)
+
+
+def test_cg_returns_its_best_iterate_when_it_stops_early():
+    """CG's residual is not monotone; stopped at max_iter it returns the smallest-residual iterate."""
+    gen = torch.Generator().manual_seed(0)
+    # normal equations of an ill-conditioned least-squares problem, as GIF's are
+    M = torch.randn(80, 40, generator=gen, dtype=torch.float64) @ torch.diag(torch.logspace(-2, 0, 40, dtype=torch.float64))
+    A, b = M.T @ M, M.T @ torch.randn(80, generator=gen, dtype=torch.float64)
+    x, stats = cg(lambda v: A @ v, b, tol=1e-12, max_iter=25)
+    history = stats.residuals
+    assert not stats.converged and min(history) < history[-1]  # the case this test is about
+    true_rel = float((b - A @ x).norm() / b.norm())
+    assert stats.returned_iteration == history.index(min(history)) + 1
+    assert abs(true_rel - min(history)) < 1e-9 and stats.final_residual == min(history)
+    assert "smallest residual" in stats.message
