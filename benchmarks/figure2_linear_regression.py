@@ -22,6 +22,7 @@ import statistics
 import torch
 from torch import nn
 
+from gifcli.io.files import provenance, write_json
 from gifcli.math.hvp import HessianSample, mse_sum
 from gifcli.math.influence import SolverOptions, apply_update, influence
 from gifcli.math.params import IndexSet
@@ -106,11 +107,11 @@ def main() -> None:
         "median_distance": {m: statistics.median(d[m]["distance"] for d in draws) for m in METHODS},
         "median_full_gradient": {m: statistics.median(d[m]["full_gradient"] for d in draws) for m in METHODS},
         "draws": draws,
+        "provenance": provenance(),
     }
-    print(json.dumps({k: v for k, v in summary.items() if k != "draws"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("draws", "provenance")}, indent=2))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(summary, fh, indent=2)
+        write_json(args.json, summary)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 
 from gifcli.data.datasets import load_splits
 from gifcli.io.checkpoint import load_checkpoint
+from gifcli.io.files import provenance, write_json
 from gifcli.math.hvp import HVP_MODES, HessianSample, mean_loss_gradient
 from gifcli.math.selection import output_scores, select
 from gifcli.math.solvers import cg, neumann
@@ -140,10 +141,10 @@ def main() -> None:
             "neumann_residual_history": nm_stats.residuals,
             "neumann_scale": nm_stats.scale,
         }
+    result["provenance"] = provenance()
     print(json.dumps(result, indent=2))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":
