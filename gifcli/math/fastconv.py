@@ -27,8 +27,8 @@ Two exact savings use the structure of GIF's products (eq. 13), both for ``group
 
 The values are the same products (tested against explicit float64 Hessians); only the kernels
 differ. The second-order backward is written in differentiable ops, so higher derivatives
-(``create_graph=True`` through a product) stay exact too; the row restriction of
-:func:`only_rows` is switched off while a graph is being recorded.
+(``create_graph=True`` through a product) stay exact too. :func:`only_rows` is for plain
+products (``HessianSample.hvp(v, only=J)``); a backward that records a graph ignores it.
 Calls with string padding (``"same"``) fall through to PyTorch's own convolution.
 """
 from __future__ import annotations
@@ -117,9 +117,7 @@ class _Conv2dBackward(torch.autograd.Function):
         if u_w is not None and w_rows is None:
             terms.append(F.conv2d(x, u_w, None, stride, padding, dilation, groups))
         if ctx.needs_input_grad[0] and (terms or u_w is not None):
-            d_grad_out = terms[0] if terms else torch.zeros_like(grad_out)
-            for t in terms[1:]:
-                d_grad_out = d_grad_out + t
+            d_grad_out = sum(terms[1:], terms[0]) if terms else torch.zeros_like(grad_out)
             if u_w is not None and w_rows is not None:
                 part = F.conv2d(x, u_w[w_rows], None, stride, padding, dilation, 1)
                 d_grad_out = d_grad_out.index_add(1, w_rows, part)

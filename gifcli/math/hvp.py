@@ -76,7 +76,7 @@ class HessianSample:
         self.n_samples = int(sum(len(y) for _, y in self.batches))
         self.products = 0  # number of Hessian-vector products computed
         self._graphs: list[tuple[torch.Tensor, ...]] | None = None
-        self._rows_cache: tuple | None = None
+        self._rows_cache: tuple[IndexSet, dict[int, torch.Tensor]] | None = None  # (J, its rows)
 
     # -- first order -------------------------------------------------------------------------
     def _batch_loss(self, params: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor:
@@ -111,13 +111,12 @@ class HessianSample:
 
     def _rows_of(self, only: IndexSet) -> dict[int, torch.Tensor]:
         """Per weight tensor (by storage), the output rows that hold an index of ``only``."""
-        key = id(only)
-        if self._rows_cache is None or self._rows_cache[0] != key:
+        if self._rows_cache is None or self._rows_cache[0] is not only:
             rows = {}
             for p, mask in zip(self.params, only.masks().values()):
                 if p.dim() >= 2:
                     rows[p.data_ptr()] = torch.nonzero(mask.reshape(mask.shape[0], -1).any(1)).reshape(-1).to(p.device)
-            self._rows_cache = (key, rows, only)  # keep `only` alive so its id stays unique
+            self._rows_cache = (only, rows)
         return self._rows_cache[1]
 
     def hvp(self, vector: torch.Tensor, only: IndexSet | None = None) -> torch.Tensor:
