@@ -1,21 +1,27 @@
-"""Training configuration: YAML -> a frozen dataclass, validated once."""
+"""Training configuration: YAML -> a frozen dataclass, validated once, with clear messages."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
-from .data.datasets import DATASETS
 from .errors import InputFileError, UsageError
-from .models.zoo import ARCHITECTURES
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = field(default="cnn", metadata={"help": f"architecture: {', '.join(ARCHITECTURES)}"})
-    dataset: str = field(default="mnist", metadata={"help": f"dataset: {', '.join(DATASETS)}"})
+    model: str = field(default="cnn", metadata={"help": "architecture spec (a built-in name, torchvision:NAME, "
+                                                         "package.module:callable, file.py:callable)"})
+    arch_kwargs: dict = field(default_factory=dict, metadata={"help": "keyword arguments of the architecture"})
+    dataset: str = field(default="mnist", metadata={"help": "dataset spec: mnist, cifar10, imagefolder:DIR, "
+                                                            "tensors:FILE"})
+    channels: Optional[int] = field(default=None, metadata={"help": "input channels (1 or 3; default: the data's)"})
+    image_size: Optional[int] = field(default=None, metadata={"help": "imagefolder: resize images to this size"})
+    mean: Optional[tuple[float, ...]] = field(default=None, metadata={"help": "per-channel normalisation mean"})
+    std: Optional[tuple[float, ...]] = field(default=None, metadata={"help": "per-channel normalisation std"})
     epochs: int = field(default=20, metadata={"help": "passes over the training split"})
     batch_size: int = field(default=256, metadata={"help": "mini-batch size"})
     lr: float = field(default=0.1, metadata={"help": "initial SGD learning rate"})
@@ -25,25 +31,31 @@ class TrainConfig:
     milestones: tuple[int, ...] = field(default=(10, 15), metadata={"help": "epochs where 'step' multiplies the lr by gamma"})
     gamma: float = field(default=0.1, metadata={"help": "factor of the step scheduler"})
     t_max: int = field(default=200, metadata={"help": "period (epochs) of the cosine scheduler"})
-    hidden: int = field(default=128, metadata={"help": "hidden width of the mlp"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and shuffling"})
 
     def __post_init__(self) -> None:
-        if self.model not in ARCHITECTURES:
-            raise UsageError(f"unknown model {self.model!r}; choose from {', '.join(ARCHITECTURES)}")
-        if self.dataset not in DATASETS:
-            raise UsageError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        from .models.specs import ArchSpec
+
+        if not isinstance(self.model, str) or not self.model:
+            raise UsageError("config 'model' must name an architecture")
+        ArchSpec.parse(self.model, self.arch_kwargs)  # checks the form; imports nothing
+        if not isinstance(self.arch_kwargs, dict):
+            raise UsageError("config 'arch_kwargs' must be a mapping")
         if self.scheduler not in ("step", "cosine", "none"):
             raise UsageError(f"unknown scheduler {self.scheduler!r}; choose step, cosine or none")
-        for name in ("epochs", "batch_size", "t_max", "hidden"):
+        for name in ("epochs", "batch_size", "t_max"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise UsageError(f"lr must be positive, got {self.lr}")
+        for name in ("lr", "momentum", "weight_decay", "gamma"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v)) or v < 0 or (name == "lr" and v == 0):
+                raise UsageError(f"{name} must be a finite number{' > 0' if name == 'lr' else ' >= 0'}, got {v}")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        for k in ("mean", "std"):
+            d[k] = list(d[k]) if d[k] is not None else None
         return d
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -51,16 +63,30 @@ class TrainConfig:
         d.update({k: v for k, v in changes.items() if v is not None})
         return TrainConfig.from_dict(d)
 
+    def dataset_spec(self):
+        from .data.datasets import DatasetSpec
+
+        return DatasetSpec.parse(self.dataset, self.channels, self.image_size, self.mean, self.std)
+
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        if "hidden" in d:  # older configs: the mlp's width
+            d.setdefault("arch_kwargs", {})
+            d["arch_kwargs"] = {**d["arch_kwargs"], "hidden": d.pop("hidden")}
         known = {f.name for f in fields(TrainConfig)}
         unknown = set(d) - known
         if unknown:
             raise UsageError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        d = dict(d)
         if "milestones" in d:
             d["milestones"] = tuple(int(m) for m in d["milestones"])
-        return TrainConfig(**d)
+        for k in ("mean", "std"):
+            if d.get(k) is not None:
+                d[k] = tuple(float(x) for x in d[k])
+        try:
+            return TrainConfig(**d)
+        except TypeError as exc:
+            raise UsageError(f"bad config: {exc}") from None
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
@@ -69,11 +95,13 @@ def load_train_config(path: str | Path) -> TrainConfig:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise InputFileError(f"config file not found: {p}") from None
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputFileError(f"cannot read config {p}: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise InputFileError(f"cannot read config {p}: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputFileError(f"config {p} is not a YAML mapping")
     try:
         return TrainConfig.from_dict(data)
-    except TypeError as exc:
-        raise InputFileError(f"config {p}: {exc}") from None
+    except UsageError as exc:
+        raise UsageError(f"config {p}: {exc}") from None

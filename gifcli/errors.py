@@ -19,3 +19,15 @@ class InputFileError(GifError):
 
 class DataNotFoundError(GifError):
     """A dataset that is neither on disk nor downloadable."""
+
+
+class UserCodeError(GifError):
+    """A user's architecture or plug-in that cannot be imported, or raised while building."""
+
+
+class NonFiniteError(GifError):
+    """A NaN or infinity where gif needs finite numbers (weights, gradients, solutions, metrics)."""
+
+
+class GateFailed(GifError):
+    """A CI gate (a threshold of ``gif evaluate``) that the model does not pass (exit code 1)."""

@@ -7,10 +7,13 @@ label becomes the target label.
 """
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..errors import InputFileError, UsageError
+from .datasets import Data, ImageTensors, Split, indices_sha256
 
 TRIGGER_VALUE = 16
 POISON_FORMAT = "gif-poison"
@@ -35,14 +38,72 @@ def choose_poisoned(n_train: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(chosen)
 
 
-def indices_sha256(indices) -> str:
-    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+@dataclass
+class BackdoorData:
+    """A dataset with a backdoor: every split over one poisoned copy of the training images."""
+
+    doc: dict
+    data: Data  # the clean data (its test set is the clean test set)
+    poisoned: ImageTensors  # training images with the trigger on the poisoned ones, backdoor labels
+    is_poison: torch.Tensor  # bool over training positions
+    triggered_test: Split  # test images whose label is not the target, triggered, true labels
+
+    @property
+    def target_label(self) -> int:
+        return int(self.doc["target_label"])
+
+    def _split(self, positions: torch.Tensor, true_labels: bool) -> Split:
+        labels = (self.data.train_labels if true_labels else self.poisoned.targets)[positions]
+        return Split(self.poisoned, positions, labels)
+
+    def fit(self, true_labels: bool = False) -> Split:
+        """The training images as the model saw them (backdoor labels) or with their true labels."""
+        return self._split(self.data.fit_indices, true_labels)
+
+    def poisoned_fit(self, true_labels: bool = False) -> Split:
+        pos = self.data.fit_indices[self.is_poison[self.data.fit_indices]]
+        return self._split(pos, true_labels)
+
+    def clean_fit(self) -> Split:
+        return self._split(self.data.fit_indices[~self.is_poison[self.data.fit_indices]], True)
+
+    def validation(self, poisoned: bool) -> Split:
+        v = self.data.validation_indices
+        return self._split(v[self.is_poison[v] == poisoned], True)
+
+    def bd_data(self) -> Split:
+        """Every poisoned training image with its true label (Table 3's 'BD data')."""
+        return self._split(torch.nonzero(self.is_poison).reshape(-1), True)
 
 
-def poison_images(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, target_label: int,
-                  value: int = TRIGGER_VALUE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training images and labels with the chosen ones triggered and relabelled."""
-    images, labels = images.clone(), labels.clone()
-    images[indices] = add_trigger(images[indices], value)
-    labels[indices] = target_label
-    return images, labels
+def poison(data: Data, doc: dict) -> BackdoorData:
+    """Rebuild the poisoned training set a poison file describes (one uint8 copy of the images)."""
+    if data.raw_train is None or data.raw_train.images.dtype != torch.uint8:
+        raise UsageError(f"backdoor poisoning needs uint8 images held in memory; {data.spec.name} has none")
+    n = data.train_size
+    if n != int(doc["train_size"]):
+        raise InputFileError(f"the poison file is for a training set of {doc['train_size']} images, found {n}")
+    idx = torch.as_tensor(doc["indices"], dtype=torch.int64)
+    target, value = int(doc["target_label"]), int(doc["trigger"]["value"])
+    if not 0 <= target < data.num_classes:
+        raise InputFileError(f"the poison file's target label {target} is outside the classes 0..{data.num_classes - 1}")
+    images = data.raw_train.images.clone()
+    images[idx] = add_trigger(images[idx], value)
+    labels = data.train_labels.clone()
+    labels[idx] = target
+    is_poison = torch.zeros(n, dtype=torch.bool)
+    is_poison[idx] = True
+    base: ImageTensors = data.train  # type: ignore[assignment]
+    poisoned = ImageTensors(images, labels, (0.0,), (1.0,))
+    poisoned.mean, poisoned.std, poisoned.repeat = base.mean, base.std, base.repeat
+    keep = data.test_labels != target
+    test_raw = data.raw_test.images[keep] if data.raw_test is not None else None
+    if test_raw is None:
+        raise UsageError(f"backdoor evaluation needs the test images of {data.spec.name} in memory")
+    trig = ImageTensors(add_trigger(test_raw, value), data.test_labels[keep], (0.0,), (1.0,))
+    trig.mean, trig.std, trig.repeat = base.mean, base.std, base.repeat
+    return BackdoorData(doc, data, poisoned, is_poison, Split.of(trig))
+
+
+__all__ = ["BackdoorData", "POISON_FORMAT", "TRIGGER_VALUE", "add_trigger", "choose_poisoned", "indices_sha256",
+           "poison", "trigger_pattern"]

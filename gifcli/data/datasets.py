@@ -1,45 +1,290 @@
-"""MNIST and CIFAR-10 as in-memory tensors, in torchvision's on-disk layout.
+"""Datasets as specs that are recorded, loaded, and walked in batches through a DataLoader.
 
-Search order for the data root: ``--data-dir``, ``$GIF_DATA_DIR``, ``./data``, ``../shared/data``,
-then torchvision's download into the first of those (``./data`` if none was given).
-Normalisation follows appendix C.
+A dataset is named by a spec string (``--dataset``):
+
+* ``mnist``, ``cifar10``: torchvision's on-disk layout, found in ``--data-dir``,
+  ``$GIF_DATA_DIR``, ``./data``, ``../shared/data``, then downloaded by torchvision into the first
+  of those (``./data`` if none was given). Normalised as the paper's appendix C says.
+* ``imagefolder:DIR``: ``torchvision.datasets.ImageFolder`` over ``DIR/train/<class>/...`` and
+  ``DIR/test/<class>/...``, decoded lazily (a dataset larger than memory streams).
+* ``tensors:FILE``: a safetensors or ``.npz`` file holding ``train_x, train_y, test_x, test_y``.
+
+The transform (channels, image size, mean/std) is part of the spec. What a checkpoint records
+(:meth:`Data.record`) adds the class names and a fingerprint of the data (sizes, and for
+ImageFolder the sorted file list, for tensors the file's sha256), so that class ids and sample
+indices cannot silently shift between the model, forget sets and reports.
+
+The training set's own order is the order indices refer to. A fixed validation split (seeded,
+5 000 images or a tenth of a small training set) is held out from training and used only to
+choose hyper-parameters such as the scale.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import math
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-from ..errors import DataNotFoundError, UsageError
+from ..errors import DataNotFoundError, InputFileError, UsageError
+from ..registry import Registry
 
-DATASETS = ("mnist", "cifar10")
+VALIDATION_SIZE = 5000  # carved from the training set with VALIDATION_SEED
+VALIDATION_SEED = 0
+BATCH = 512
 NORMALISATION = {
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
 }
-VALIDATION_SIZE = 5000  # carved from the training set with VALIDATION_SEED
-VALIDATION_SEED = 0
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-@dataclass
-class RawSplit:
-    """uint8 images (N, C, H, W) and int64 labels, before normalisation."""
+# ---------------------------------------------------------------------------------------------
+# specs
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What ``--dataset`` names, plus the transform that turns its images into model inputs."""
 
-    images: torch.Tensor
-    labels: torch.Tensor
+    kind: str
+    location: Optional[str] = None  # DIR for imagefolder, FILE for tensors
+    channels: Optional[int] = None  # 1 or 3; None = the data's own
+    size: Optional[int] = None  # imagefolder: images are resized to size x size
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.location}" if self.location else self.kind
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("mean", "std"):
+            d[k] = list(d[k]) if d[k] is not None else None
+        return d
+
+    @staticmethod
+    def parse(text: str, channels: Optional[int] = None, size: Optional[int] = None,
+              mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> "DatasetSpec":
+        """``mnist``, ``imagefolder:DIR``, ``tensors:FILE`` (plus transform options)."""
+        text = text.strip()
+        kind, _, location = text.partition(":")
+        if kind not in DATASET_KINDS:
+            raise UsageError(f"unknown dataset {text!r}; use {', '.join(DATASET_KINDS.names())}, "
+                             "imagefolder:DIR or tensors:FILE")
+        needs_location = DATASET_KINDS.get(kind).needs_location
+        if needs_location and not location:
+            raise UsageError(f"dataset {kind} needs a location: {kind}:PATH")
+        if not needs_location and location:
+            raise UsageError(f"dataset {kind} takes no location (got {text!r}); use --data-dir for its root")
+        if channels is not None and channels not in (1, 3):
+            raise UsageError(f"--channels must be 1 or 3, got {channels}")
+        if size is not None and (kind != "imagefolder" or size <= 0):
+            raise UsageError("--image-size applies to imagefolder datasets and must be positive")
+        for name, v in (("mean", mean), ("std", std)):
+            if v is not None and (not v or not all(math.isfinite(x) for x in v)):
+                raise UsageError(f"--{name} must be finite numbers")
+        if std is not None and any(x <= 0 for x in std):
+            raise UsageError("--std must be positive")
+        if location and kind == "imagefolder":
+            location = str(Path(location).expanduser().resolve())
+        elif location:
+            location = str(Path(location).expanduser().resolve())
+        return DatasetSpec(kind, location or None, channels, size,
+                           tuple(float(x) for x in mean) if mean is not None else None,
+                           tuple(float(x) for x in std) if std is not None else None)
+
+    @staticmethod
+    def from_record(record: Any) -> "DatasetSpec":
+        """A spec from a checkpoint's ``dataset`` entry (a dict, or a plain name in older files)."""
+        if isinstance(record, str):
+            return DatasetSpec.parse(record)
+        if not isinstance(record, dict) or "kind" not in record:
+            raise InputFileError(f"unreadable dataset record {record!r}")
+        return DatasetSpec(record["kind"], record.get("location"), record.get("channels"), record.get("size"),
+                           tuple(record["mean"]) if record.get("mean") is not None else None,
+                           tuple(record["std"]) if record.get("std") is not None else None)
 
 
+# ---------------------------------------------------------------------------------------------
+# datasets
+class ImageTensors(Dataset):
+    """Images held in memory (uint8 (N, C, H, W), or floats of any shape), normalised as they are read.
+
+    uint8 images are divided by 255, ``channels`` repeats a grey channel (1 -> 3), then
+    ``(x - mean) / std`` per channel (``mean``/``std`` already have one entry per final channel, or
+    one for all). ``dataset[list_of_indices]`` returns a whole batch ``(x, y)``: one indexing
+    operation instead of one per sample, which is what :func:`batches` asks for.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float] = (0.0,),
+                 std: Sequence[float] = (1.0,), channels: Optional[int] = None) -> None:
+        self.images = images
+        self.targets = torch.as_tensor(labels, dtype=torch.int64)
+        own = images.shape[1] if images.dim() == 4 else None
+        self.repeat = channels // own if (channels and own and channels != own) else 1
+        shape = (1, -1, 1, 1) if images.dim() == 4 else ()
+        if images.dim() != 4 and (len(mean) != 1 or len(std) != 1):
+            raise UsageError("per-channel mean/std need images shaped (N, C, H, W)")
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(shape)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(shape)
+        self.scale = 255.0 if images.dtype == torch.uint8 else 1.0
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def inputs(self, index) -> torch.Tensor:
+        x = self.images[index].to(torch.float32)
+        if self.scale != 1.0:
+            x = x / self.scale
+        if self.repeat > 1:
+            x = x.repeat_interleave(self.repeat, dim=-3)
+        return (x - self.mean) / self.std
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            return self.inputs(index), int(self.targets[index])
+        index = torch.as_tensor(index, dtype=torch.int64)
+        return self.inputs(index), self.targets[index]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.inputs(torch.tensor([0])).shape[1:]) if len(self) else ()
+
+
+class Batched(Dataset):
+    """A per-sample dataset asked for whole batches: ``dataset[list] -> (stacked x, labels)``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.targets = getattr(dataset, "targets", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            return self.dataset[index]
+        items = [self.dataset[int(i)] for i in index]
+        return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+
+def batch_dataset(dataset: Dataset) -> Dataset:
+    """``dataset`` if it already answers batch indexing, else wrapped in :class:`Batched`."""
+    return dataset if isinstance(dataset, (ImageTensors, Batched)) else Batched(dataset)
+
+
+# ---------------------------------------------------------------------------------------------
+# splits and batches
+@dataclass(frozen=True)
+class Split:
+    """Some samples of a dataset, with the label each is yielded with.
+
+    ``labels`` defaults to the dataset's own; a relabelled split (a backdoor's true labels, a
+    forget set's wrong ones) carries other labels for the same images.
+    """
+
+    dataset: Dataset
+    indices: torch.Tensor  # int64 positions in `dataset`
+    labels: torch.Tensor  # int64, one per index
+
+    @staticmethod
+    def of(dataset: Dataset, indices: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None) -> "Split":
+        dataset = batch_dataset(dataset)
+        if indices is None:
+            indices = torch.arange(len(dataset))  # type: ignore[arg-type]
+        indices = torch.as_tensor(indices, dtype=torch.int64)
+        if labels is None:
+            labels = dataset_labels(dataset)[indices]
+        return Split(dataset, indices, torch.as_tensor(labels, dtype=torch.int64))
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+    def where(self, keep: torch.Tensor) -> "Split":
+        """The samples at ``keep`` (a boolean mask or positions within this split)."""
+        return Split(self.dataset, self.indices[keep], self.labels[keep])
+
+    def relabel(self, labels: torch.Tensor) -> "Split":
+        return Split(self.dataset, self.indices, torch.as_tensor(labels, dtype=torch.int64))
+
+    def sample(self, count: int, seed: int) -> "Split":
+        """``count`` samples drawn without replacement under ``seed``, kept in split order."""
+        n = min(count, len(self))
+        pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return self.where(pick)
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """Every label of a map-style dataset, read from ``targets`` when it has them."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets, dtype=torch.int64)
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None and getattr(inner, "targets", None) is not None:
+        return torch.as_tensor(inner.targets, dtype=torch.int64)
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)  # type: ignore
+
+
+def concat(a: Split, b: Split) -> Split:
+    if a.dataset is not b.dataset:
+        raise ValueError("splits of different datasets cannot be joined")
+    return Split(a.dataset, torch.cat([a.indices, b.indices]), torch.cat([a.labels, b.labels]))
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def batches(split: Split, batch_size: int = BATCH, workers: int = 0, positions: Optional[torch.Tensor] = None,
+            ) -> Iterator[Batch]:
+    """Walk ``split`` (or the given positions of it) in order, one ``(x, y)`` batch at a time.
+
+    Every walk over data goes through a DataLoader (``workers`` processes decode in parallel);
+    memory stays bounded by a batch.
+    """
+    pos = torch.arange(len(split)) if positions is None else positions
+    if pos.numel() == 0:
+        return iter(())
+    chunks = [pos[i:i + batch_size] for i in range(0, int(pos.numel()), batch_size)]
+    sampler = [split.indices[c].tolist() for c in chunks]
+    labels = [split.labels[c] for c in chunks]
+    loader = DataLoader(split.dataset, batch_size=None, sampler=sampler, num_workers=workers,
+                        persistent_workers=False)
+    return ((x, y) for (x, _), y in zip(_checked(loader), labels))
+
+
+def _checked(loader: DataLoader):
+    """Re-raise a worker's gif error with its own one-line message (DataLoader adds a traceback)."""
+    try:
+        yield from loader
+    except InputFileError as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise InputFileError(lines[-1] if lines else "cannot read a sample") from None
+
+
+def materialise(split: Split, batch_size: int = BATCH, workers: int = 0) -> Split:
+    """The same samples decoded and normalised once, in memory (for a split walked many times)."""
+    xs = [x for x, _ in batches(split, batch_size, workers)]
+    if not xs:
+        return split
+    return Split(ImageTensors(torch.cat(xs), split.labels.clone()), torch.arange(len(split)), split.labels.clone())
+
+
+# ---------------------------------------------------------------------------------------------
+# readers of the built-in kinds
 def search_path(data_dir: Optional[str] = None) -> list[Path]:
     candidates = [data_dir, os.environ.get("GIF_DATA_DIR"), "./data", "../shared/data"]
     out: list[Path] = []
@@ -61,6 +306,14 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
+@dataclass
+class RawSplit:
+    """uint8 images (N, C, H, W) and int64 labels, before normalisation."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
 def _mnist_at(root: Path, split: str) -> Optional[RawSplit]:
     folder = root / "MNIST" / "raw"
     img, lab = (folder / f for f in MNIST_FILES[split])
@@ -79,7 +332,7 @@ def _cifar_at(root: Path, split: str) -> Optional[RawSplit]:
     images, labels = [], []
     for f in files:
         with open(f, "rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")
+            entry = pickle.load(fh, encoding="latin1")  # torchvision's own format for CIFAR-10
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
     return RawSplit(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64))
@@ -97,8 +350,9 @@ def _download(dataset: str, root: Path) -> None:
 
 
 def load_raw(dataset: str, split: str, data_dir: Optional[str] = None, download: bool = True) -> RawSplit:
-    if dataset not in DATASETS:
-        raise UsageError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    """uint8 images and labels of a built-in dataset, searched for and downloaded if absent."""
+    if dataset not in _READERS:
+        raise UsageError(f"unknown dataset {dataset!r}; choose from {', '.join(_READERS)}")
     roots = search_path(data_dir)
     for root in roots:
         found = _READERS[dataset](root, split)
@@ -122,62 +376,161 @@ def load_raw(dataset: str, split: str, data_dir: Optional[str] = None, download:
     raise DataNotFoundError(f"{dataset} not found (looked in {looked}); pass --data-dir or set GIF_DATA_DIR")
 
 
-def normalise(dataset: str, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    mean, std = NORMALISATION[dataset]
-    m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1)
-    return (images.to(dtype) / 255.0 - m) / s
-
-
-@dataclass
-class Split:
-    """Normalised images and labels, plus the raw images' positions in the training set."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def where(self, mask: torch.Tensor) -> "Split":
-        return Split(self.x[mask], self.y[mask])
-
-    def batches(self, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(self.x[i:i + size], self.y[i:i + size]) for i in range(0, len(self.y), size)]
-
-    def to(self, device: str | torch.device) -> "Split":
-        return Split(self.x.to(device), self.y.to(device))
-
-
+# ---------------------------------------------------------------------------------------------
+# loaded data
 def train_validation_indices(n_train: int, size: int = VALIDATION_SIZE, seed: int = VALIDATION_SEED):
-    """Fixed split of the training set: (train indices, validation indices)."""
+    """Fixed split of the training set: (fit indices, validation indices), both sorted."""
     size = min(size, n_train // 10) if n_train < 10 * size else size
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
     return perm[size:].sort().values, perm[:size].sort().values
 
 
+def indices_sha256(indices) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
 @dataclass
-class DatasetSplits:
-    dataset: str
-    train: Split  # the training set minus the validation split
-    validation: Split
-    test: Split
-    train_indices: torch.Tensor  # positions of `train` in the full training set
-    num_classes: int
+class Data:
+    """A loaded dataset: training set (its own order), test set, classes, and the fixed splits."""
+
+    spec: DatasetSpec  # with every transform field resolved
+    train: Dataset
+    test: Dataset
+    classes: tuple[str, ...]
     input_shape: tuple[int, ...]
+    fingerprint: dict = field(default_factory=dict)
+    train_labels: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    test_labels: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    raw_train: Optional[RawSplit] = None  # uint8 images, for in-memory kinds (backdoor poisoning)
+    raw_test: Optional[RawSplit] = None
+
+    def __post_init__(self) -> None:
+        self.train = batch_dataset(self.train)
+        self.test = batch_dataset(self.test)
+        if self.train_labels is None:
+            self.train_labels = dataset_labels(self.train)
+        if self.test_labels is None:
+            self.test_labels = dataset_labels(self.test)
+        self.fit_indices, self.validation_indices = train_validation_indices(len(self.train_labels))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def fit(self) -> Split:
+        """The training set minus the validation split: what models are trained on."""
+        return Split(self.train, self.fit_indices, self.train_labels[self.fit_indices])
+
+    @property
+    def validation(self) -> Split:
+        return Split(self.train, self.validation_indices, self.train_labels[self.validation_indices])
+
+    @property
+    def test_split(self) -> Split:
+        return Split(self.test, torch.arange(len(self.test_labels)), self.test_labels)
+
+    def validation_record(self) -> dict:
+        return {"size": int(self.validation_indices.numel()), "seed": VALIDATION_SEED,
+                "indices_sha256": indices_sha256(self.validation_indices.numpy())}
+
+    def record(self) -> dict:
+        """What checkpoints, forget sets and reports store about the data."""
+        return {**self.spec.as_dict(), "name": self.spec.name, "classes": list(self.classes),
+                "input_shape": list(self.input_shape), "fingerprint": self.fingerprint,
+                "validation": self.validation_record()}
+
+    def check_record(self, recorded: Any, what: str) -> None:
+        """Refuse data that is not the data ``recorded`` describes (class names, sizes, files)."""
+        if isinstance(recorded, str):  # older checkpoints: a plain built-in name
+            if recorded != self.spec.kind:
+                raise UsageError(f"{what} was made on dataset {recorded!r}, not {self.spec.name!r}")
+            return
+        if recorded.get("kind") != self.spec.kind:
+            raise UsageError(f"{what} was made on dataset {recorded.get('name', recorded.get('kind'))!r}, "
+                             f"not {self.spec.name!r}")
+        classes = recorded.get("classes")
+        if classes is not None and list(classes) != list(self.classes):
+            raise InputFileError(f"{what} was made on classes {classes}, the dataset at {self.spec.name} has "
+                                 f"{list(self.classes)}: class ids would shift")
+        fp = recorded.get("fingerprint") or {}
+        for key, value in fp.items():
+            if key in self.fingerprint and self.fingerprint[key] != value:
+                raise InputFileError(f"{what} was made on another version of {self.spec.name} "
+                                     f"({key} {str(value)[:16]} recorded, {str(self.fingerprint[key])[:16]} found)")
+        for key in ("channels", "size", "mean", "std"):
+            mine = getattr(self.spec, key)
+            theirs = recorded.get(key)
+            if theirs is not None and mine is not None and (list(mine) if isinstance(mine, tuple) else mine) != theirs:
+                raise UsageError(f"{what} was made with {key} {theirs}, the dataset given has {key} {mine}")
 
 
-def load_splits(dataset: str, data_dir: Optional[str] = None, download: bool = True) -> DatasetSplits:
-    raw_train = load_raw(dataset, "train", data_dir, download)
-    raw_test = load_raw(dataset, "test", data_dir, download)
-    tr_idx, va_idx = train_validation_indices(len(raw_train.labels))
-    x = normalise(dataset, raw_train.images)
-    return DatasetSplits(
-        dataset,
-        Split(x[tr_idx], raw_train.labels[tr_idx]),
-        Split(x[va_idx], raw_train.labels[va_idx]),
-        Split(normalise(dataset, raw_test.images), raw_test.labels),
-        tr_idx,
-        10,
-        tuple(raw_train.images.shape[1:]),
-    )
+# ---------------------------------------------------------------------------------------------
+# kinds
+@dataclass(frozen=True)
+class DatasetKind:
+    """How one kind of dataset is loaded: ``load(spec, data_dir, download) -> Data``."""
+
+    load: Callable[[DatasetSpec, Optional[str], bool], Data]
+    needs_location: bool = False
+    help: str = ""
+
+
+DATASET_KINDS: Registry[DatasetKind] = Registry("dataset")
+
+
+def _builtin(kind: str):
+    def load(spec: DatasetSpec, data_dir: Optional[str], download: bool) -> Data:
+        train, test = load_raw(kind, "train", data_dir, download), load_raw(kind, "test", data_dir, download)
+        mean, std = NORMALISATION[kind]
+        own = train.images.shape[1]
+        channels = spec.channels or own
+        if channels % own:
+            raise UsageError(f"{kind} has {own} channel(s); --channels {channels} cannot be made from them")
+        mean_v = spec.mean or tuple(mean) * (channels // own)
+        std_v = spec.std or tuple(std) * (channels // own)
+        resolved = replace(spec, channels=channels, mean=tuple(mean_v), std=tuple(std_v))
+        classes = CIFAR_CLASSES if kind == "cifar10" else tuple(str(i) for i in range(10))
+        tr = ImageTensors(train.images, train.labels, mean_v, std_v, channels)
+        te = ImageTensors(test.images, test.labels, mean_v, std_v, channels)
+        return Data(resolved, tr, te, classes, tr.input_shape, {"train_count": len(train.labels),
+                                                                "test_count": len(test.labels)},
+                    raw_train=train, raw_test=test)
+
+    return load
+
+
+DATASET_KINDS.register("mnist", DatasetKind(_builtin("mnist"), help="MNIST (torchvision layout)"))
+DATASET_KINDS.register("cifar10", DatasetKind(_builtin("cifar10"), help="CIFAR-10 (torchvision layout)"))
+
+
+def load_data(spec: DatasetSpec, data_dir: Optional[str] = None, download: bool = True) -> Data:
+    """Load the dataset a spec names (user errors are one-line GifErrors)."""
+    return DATASET_KINDS.get(spec.kind).load(spec, data_dir, download)
+
+
+def channel_stats(dataset: Dataset, batch_size: int = BATCH, workers: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of a dataset's un-normalised inputs (one pass)."""
+    split = Split.of(dataset)
+    total = sq = None
+    count = 0
+    for x, _ in batches(split, batch_size, workers):
+        x = x.double()
+        dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
+        s, q = x.sum(dims), (x * x).sum(dims)
+        total = s if total is None else total + s
+        sq = q if sq is None else sq + q
+        count += x.numel() // (x.shape[1] if x.dim() > 1 else 1)
+    if total is None:
+        raise InputFileError("cannot compute mean/std: the training set is empty")
+    mean = total / count
+    std = (sq / count - mean ** 2).clamp(min=1e-12).sqrt()
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def json_sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()

@@ -1,19 +1,31 @@
-"""Atomic writes, hashing and provenance shared by every output file."""
+"""Atomic writes, hashing, strict JSON and provenance shared by every output file.
+
+Conventions: ``-`` names standard output (or input) wherever a JSON or text file is named;
+outputs are written to a temporary file beside the target and renamed over it only when
+complete, and only over a regular file (never a device, a folder or a pipe); every JSON gif
+writes is strict (no NaN or infinity); files in the hash chain (masks, influence files, edited
+checkpoints) hold no timings, so the same command on the same inputs writes the same bytes.
+"""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
+import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 
-from ..errors import GifError, InputFileError
+from ..errors import GifError, InputFileError, NonFiniteError, UsageError
+
+STDIO = "-"
+MAX_JSON_BYTES = 256 << 20
 
 
 def gif_version() -> str:
@@ -53,16 +65,48 @@ def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+_WRITTEN: list[Path] = []
+
+
+def reset_written() -> None:
+    _WRITTEN.clear()
+
+
+def written() -> list[Path]:
+    """Files this command has finished writing so far (the CLI names them when interrupted)."""
+    return list(_WRITTEN)
+
+
+def _log_write(target: Path) -> None:
+    """Remember a finished file; with ``GIF_WRITE_LOG`` set, also append '<rank> <path>' there
+    (to audit that a distributed run writes each file once, from rank 0)."""
+    _WRITTEN.append(target)
+    log = os.environ.get("GIF_WRITE_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{os.environ.get('RANK', '0')} {target.resolve()}\n")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
     target = Path(path)
+    if str(path) == STDIO:
+        raise UsageError("this output cannot go to standard output ('-'); name a file")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise GifError(f"cannot write {target}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise GifError(f"cannot write {target}: folder {folder} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    if target.exists() or target.is_symlink():
+        mode = os.stat(target).st_mode if target.exists() else 0
+        if target.is_symlink() or not stat.S_ISREG(mode):
+            what = "a folder" if stat.S_ISDIR(mode) else ("a link" if target.is_symlink() else "not a regular file")
+            raise GifError(f"refusing to replace {target}: it is {what}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise GifError(f"cannot write {target}: {exc.strerror}") from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -70,25 +114,86 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, target)
+        _log_write(target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
+def check_finite_json(data: Any, where: str, path: str = "") -> None:
+    """Raise NonFiniteError naming the first NaN/infinite number in a JSON-able value."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise NonFiniteError(f"refusing to write {where}: {path or 'value'} is {data}")
+    if isinstance(data, dict):
+        for k, v in data.items():
+            check_finite_json(v, where, f"{path}.{k}" if path else str(k))
+    elif isinstance(data, (list, tuple)):
+        for i, v in enumerate(data):
+            check_finite_json(v, where, f"{path}[{i}]")
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, data: Any) -> None:
+    """Strict JSON, atomically; ``-`` writes to standard output."""
+    check_finite_json(data, str(path))
+    text = dumps(data)
+    if str(path) == STDIO:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    if str(path) == STDIO:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_text(path: str | Path, kind: str, limit: int = MAX_JSON_BYTES) -> str:
+    """A text input; ``-`` reads standard input."""
+    if str(path) == STDIO:
+        text = sys.stdin.read(limit + 1)
+        if not text.strip():
+            raise InputFileError(f"no {kind} on standard input")
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise InputFileError(f"{kind} file not found: {p}")
+        try:
+            if p.stat().st_size > limit:
+                raise InputFileError(f"{p} is too large for a {kind} file")
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputFileError(f"{p} is not a readable {kind} file ({type(exc).__name__})") from None
+    if len(text) > limit:
+        raise InputFileError(f"{path} is too large for a {kind} file")
+    return text
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def parse_json(text: str, where: str, kind: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise InputFileError(f"{where} is not a readable {kind} JSON file ({type(exc).__name__})") from None
+    except RecursionError:
+        raise InputFileError(f"{where} is not a readable {kind} JSON file (nested too deeply)") from None
 
 
 def read_json(path: str | Path, kind: str) -> Any:
-    p = Path(path)
-    if not p.is_file():
-        raise InputFileError(f"{kind} file not found: {p}")
-    try:
-        return json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputFileError(f"{p} is not a readable {kind} JSON file ({type(exc).__name__})") from None
+    return parse_json(read_text(path, kind), "standard input" if str(path) == STDIO else str(path), kind)
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -104,3 +209,7 @@ def make_folder(folder: str | Path) -> Path:
     except OSError as exc:
         raise GifError(f"cannot create folder {folder}: {exc.strerror}") from None
     return Path(folder)
+
+
+def input_sha256(path: Optional[str | Path]) -> Optional[str]:
+    return None if path is None or str(path) == STDIO else sha256_file(path)

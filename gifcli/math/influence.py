@@ -16,17 +16,21 @@ scaled by |relabelled| / N, and ``s > 0`` again undoes the wrong labels.
 
 The four variants (``A`` = the matrix whose least-squares problem is solved, b = its target):
 
-* ``gif``: A = H_J (n x k), b = -g, solved via ``H_J^T H_J delta = -H_J^T g`` (eq. 9, 13).
+* ``gif``: A = H_J (n x k), b = -g (eq. 9, 13): ``A v = H [v; 0]``, ``A^T u = (H u)_J``.
 * ``fif``: A = H_JJ (k x k), b = -g_J (eq. 10).
 * ``pif``: A = H (n x n), b = -g, then keep J.
 * ``if``:  A = H, b = -g, J = all parameters (eq. 2, 7).
 
-Iterative solvers work on the normal equations ``A^T A x = A^T b`` (positive semi-definite
-for any loss, which is what makes the series converge, Prop. 1 ii); with ``system="direct"``
-the symmetric ``fif``/``pif``/``if`` systems are solved as ``(A + damping I) x = b`` instead.
+``lsmr`` solves the least-squares problem itself; ``cg`` and ``neumann`` work on the normal
+equations ``A^T A x = A^T b`` (positive semi-definite for any loss, which is what makes the series
+converge, Prop. 1 ii), or with ``system="direct"`` on the symmetric ``fif``/``pif``/``if`` systems
+``(A + damping I) x = b``. ``damping`` regularises the least-squares problem
+(``min ||A x - b||^2 + damping ||x||^2``); the training objective's weight decay is a property of
+H instead (``HessianSample(weight_decay=...)``).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -35,11 +39,11 @@ import torch
 
 from .hvp import HessianSample
 from .params import IndexSet
-from .solvers import SOLVERS, Progress, SolveStats, cg, neumann
+from .solvers import SOLVERS, Progress, SolverArgumentError, SolveStats, cg, lsmr, neumann
 
 METHODS = ("gif", "fif", "pif", "if")
 SYSTEMS = ("normal", "direct")
-MAX_EXACT_COLUMNS = 5000  # `exact` forms A column by column (one HVP each) and refuses beyond this
+MAX_EXACT_BYTES = 2 << 30  # `exact` forms A in float64, column by column; it refuses above this
 
 
 @dataclass
@@ -52,16 +56,18 @@ class InfluenceResult:
 
 @dataclass(frozen=True)
 class SolverOptions:
-    solver: str = "cg"
+    solver: str = "lsmr"
     tol: float = 1e-3
     max_iter: int = 200
     damping: float = 0.0
     system: str = "normal"
     power_iters: int = 20
+    recurrence_dtype: torch.dtype | None = torch.float64  # None: the model's dtype
+    max_exact_bytes: int = MAX_EXACT_BYTES
 
 
 class _Problem:
-    """min_x ||A x - b|| with A applied through Hessian-vector products."""
+    """min_x ||A x - b|| with A (n_rows x n_cols) applied through Hessian-vector products."""
 
     def __init__(self, apply: Callable, apply_t: Callable, b: torch.Tensor, n_cols: int, symmetric: bool):
         self.apply, self.apply_t, self.b, self.n_cols, self.symmetric = apply, apply_t, b, n_cols, symmetric
@@ -78,7 +84,7 @@ def _problem(method: str, hess: HessianSample, J: IndexSet, g: torch.Tensor) -> 
         return _Problem(op, op, -J.gather(g), J.size, True)
     if method in ("pif", "if"):
         return _Problem(H, H, -g, g.numel(), True)
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    raise SolverArgumentError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
 def _dense_columns(apply: Callable, n_cols: int, like: torch.Tensor) -> torch.Tensor:
@@ -90,21 +96,39 @@ def _dense_columns(apply: Callable, n_cols: int, like: torch.Tensor) -> torch.Te
     return torch.stack(cols, dim=1)
 
 
-def _solve_exact(problem: _Problem, like: torch.Tensor) -> tuple[torch.Tensor, SolveStats]:
-    stats = SolveStats("exact")
+def _solve_exact(problem: _Problem, options: SolverOptions, like: torch.Tensor) -> tuple[torch.Tensor, SolveStats]:
+    """Minimum-norm (damped) least squares by an SVD of the explicit columns, in float64.
+
+    The columns come from products in the model's dtype, so singular values below
+    ``eps(dtype) * max(n, k) * s_max`` are rounding noise, not signal: they are cut (the numerical
+    rank is recorded, with a warning when it is below the number of columns).
+    """
+    stats = SolveStats("exact", recurrence_dtype="float64")
     start = time.perf_counter()
-    if problem.n_cols > MAX_EXACT_COLUMNS:
-        raise ValueError(
-            f"the exact solver forms {problem.n_cols} Hessian columns; it refuses above "
-            f"{MAX_EXACT_COLUMNS} (use --solver cg)"
-        )
+    n_rows = int(problem.b.numel())
+    need = 8 * n_rows * problem.n_cols * 2 + 8 * problem.n_cols ** 2  # A, its SVD factors
+    if need > options.max_exact_bytes:
+        raise SolverArgumentError(
+            f"the exact solver would hold a {n_rows} x {problem.n_cols} float64 matrix and its SVD "
+            f"(~{need / 2**30:.1f} GiB, limit {options.max_exact_bytes / 2**30:.1f} GiB): use --solver lsmr")
     A = _dense_columns(problem.apply, problem.n_cols, like)
     b = problem.b.detach().to("cpu", torch.float64)
-    # gelsd: minimum-norm least squares, so a singular H gives the pseudo-inverse answer.
-    x = torch.linalg.lstsq(A, b.unsqueeze(1), driver="gelsd").solution.squeeze(1)
-    rel = float((A.T @ (A @ x - b)).norm() / max(float((A.T @ b).norm()), 1e-300))
-    stats.iterations, stats.operator_calls = 1, problem.n_cols
-    stats.residuals, stats.converged = [rel], True
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    eps = torch.finfo(like.dtype).eps
+    cutoff = float(S.max()) * eps * max(A.shape) if S.numel() else 0.0
+    keep = S > cutoff
+    stats.rank = int(keep.sum())
+    s = S[keep]
+    gain = s / (s * s + options.damping)
+    x = Vh[keep].T @ (gain * (U[:, keep].T @ b))
+    atb = A.T @ b
+    res = A.T @ (A @ x - b) + options.damping * x
+    stats.residuals = [float(res.norm() / max(float(atb.norm()), 1e-300))]
+    stats.iterations, stats.operator_calls, stats.converged = 1, problem.n_cols, True
+    stats.cond_estimate = float(s.max() / s.min()) if s.numel() else None
+    if stats.rank < problem.n_cols:
+        stats.warnings.append(f"the matrix has numerical rank {stats.rank} < {problem.n_cols} columns: "
+                              "the minimum-norm solution was returned")
     stats.seconds = time.perf_counter() - start
     return x.to(like.device, like.dtype), stats
 
@@ -113,24 +137,30 @@ def solve_problem(
     problem: _Problem, options: SolverOptions, like: torch.Tensor, progress: Progress = None
 ) -> tuple[torch.Tensor, SolveStats]:
     if options.solver not in SOLVERS:
-        raise ValueError(f"unknown solver {options.solver!r}; choose from {SOLVERS}")
+        raise SolverArgumentError(f"unknown solver {options.solver!r}; choose from {', '.join(SOLVERS)}")
     if options.system not in SYSTEMS:
-        raise ValueError(f"unknown system {options.system!r}; choose from {SYSTEMS}")
+        raise SolverArgumentError(f"unknown system {options.system!r}; choose from {', '.join(SYSTEMS)}")
+    if not (options.damping >= 0 and math.isfinite(options.damping)):
+        raise SolverArgumentError(f"damping must be a finite number >= 0, got {options.damping}")
+    rdt = options.recurrence_dtype
     if options.solver == "exact":
-        return _solve_exact(problem, like)
+        return _solve_exact(problem, options, like)
+    if options.solver == "lsmr":
+        return lsmr(problem.apply, problem.apply_t, problem.b, problem.n_cols, options.tol, options.max_iter,
+                    options.damping, progress, rdt)
     if options.system == "direct":
         if not problem.symmetric:
-            raise ValueError("gif's H_J is not square: it is always solved through the normal equations")
+            raise SolverArgumentError("gif's H_J is not square: it is solved as least squares (normal equations)")
         op, rhs = problem.apply, problem.b
     else:
         op = lambda v: problem.apply_t(problem.apply(v))  # noqa: E731  A^T A v: two HVPs
         rhs = problem.apply_t(problem.b)
     if options.solver == "cg":
-        return cg(op, rhs, options.tol, options.max_iter, options.damping, progress)
-    if options.damping:
-        damped = lambda v: op(v) + options.damping * v  # noqa: E731
-        return neumann(damped, rhs, options.tol, options.max_iter, options.power_iters, progress=progress)
-    return neumann(op, rhs, options.tol, options.max_iter, options.power_iters, progress=progress)
+        return cg(op, rhs, options.tol, options.max_iter, options.damping, progress, rdt)
+    damped = (lambda v: op(v) + options.damping * v) if options.damping else op  # noqa: E731
+    x, stats = neumann(damped, rhs, options.tol, options.max_iter, options.power_iters, progress=progress,
+                       recurrence_dtype=rdt)
+    return x, stats
 
 
 def influence(
@@ -143,31 +173,18 @@ def influence(
 ) -> InfluenceResult:
     """The influence ``delta`` over J of the target gradient ``g`` (see the module docstring)."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+        raise SolverArgumentError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method == "if":
         J = IndexSet.everything(hess.space)
     if J.size == 0:
-        raise ValueError("the index set J is empty")
+        raise SolverArgumentError("the index set J is empty")
     problem = _problem(method, hess, J, g)
     before = hess.products
     x, stats = solve_problem(problem, options, g, progress)
     stats.products = hess.products - before
+    x = x.to(g.dtype)
     delta = J.gather(x) if method == "pif" else x
     return InfluenceResult(delta.detach(), J, method, stats)
-
-
-def forget_gradient(
-    mean_forget_gradient: torch.Tensor, forget_count: int, train_count: int
-) -> torch.Tensor:
-    """g of the sign convention: the mean forget-loss gradient x |F| / N."""
-    return mean_forget_gradient * (forget_count / train_count)
-
-
-def relabel_gradient(
-    mean_wrong_gradient: torch.Tensor, mean_right_gradient: torch.Tensor, count: int, train_count: int
-) -> torch.Tensor:
-    """g = grad[L(x, wrong) - L(x, right)] x |relabelled| / N (backdoor recovery)."""
-    return (mean_wrong_gradient - mean_right_gradient) * (count / train_count)
 
 
 def apply_update(theta_J: torch.Tensor, delta: torch.Tensor, scale: float) -> torch.Tensor:

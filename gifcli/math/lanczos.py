@@ -13,28 +13,29 @@ def lanczos(op: Operator, size: int, steps: int, dtype=torch.float64, device="cp
     """Ritz values (ascending) of a symmetric operator after ``steps`` Lanczos steps.
 
     Full re-orthogonalisation against every previous vector keeps the Ritz values clean of
-    ghost copies; memory is ``steps x size``.
+    ghost copies. The basis lives in one preallocated ``steps x size`` matrix whose first k rows
+    are used at step k (no copies): memory is ``steps x size`` values.
     """
     steps = min(steps, size)
     gen = torch.Generator().manual_seed(seed)
+    Q = torch.empty(steps, size, dtype=dtype, device=device)
     q = torch.randn(size, generator=gen, dtype=torch.float64).to(device, dtype)
-    q = q / q.norm()
-    basis = [q]
+    Q[0] = q / q.norm()
     alphas, betas = [], []
     for k in range(steps):
-        w = op(basis[-1]).to(dtype)
-        alpha = float(w @ basis[-1])
+        w = op(Q[k]).to(dtype)
+        alpha = float(w @ Q[k])
         alphas.append(alpha)
-        Q = torch.stack(basis, dim=1)
+        basis = Q[: k + 1]
         for _ in range(2):  # twice is enough (Kahan)
-            w = w - Q @ (Q.T @ w)
+            w = w - basis.T @ (basis @ w)
         beta = float(w.norm())
         if progress:
             progress(k + 1, steps)
         if k == steps - 1 or beta < 1e-10 * max(1.0, abs(alpha)):
             break
         betas.append(beta)
-        basis.append(w / beta)
+        Q[k + 1] = w / beta
     T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
     if betas:
         off = torch.tensor(betas, dtype=torch.float64)

@@ -1,8 +1,25 @@
-"""Solvers for the symmetric positive (semi-)definite systems ``A x = b`` that influence needs.
+"""Iterative solvers for the linear systems influence needs, applied through operators only.
 
-``A`` is given as a function ``op(x) -> A x`` (each call costs one or two Hessian-vector
-products); every solver returns ``(x, SolveStats)``. The dense ``exact`` solve lives in
-``influence.py`` because it needs the matrix, not the operator.
+A system is given by functions (each call costs one or two Hessian-vector products); every
+solver returns ``(x, SolveStats)``. The dense ``exact`` solve lives in ``influence.py`` because
+it needs the matrix, not the operator.
+
+* :func:`lsmr` (Fong & Saunders, 2011) on ``min ||A x - b||^2 + damping ||x||^2`` with ``A`` and
+  ``A^T`` as operators: one application of each per iteration. The normal-equation residual
+  ``||A^T r_k - damping x_k||`` it reports decreases monotonically, so the last iterate is the best.
+* :func:`cg` on a symmetric positive semi-definite ``(M + damping I) x = c`` (on GIF's normal
+  equations this is CGNR); its residual is not monotone there, so a solve stopped early returns
+  its smallest-residual iterate.
+* :func:`neumann`: the paper's series (eq. 12) with Prop. 1's scaling made automatic.
+
+``recurrence_dtype`` keeps a solver's own vectors and scalars in that precision (float64 by
+choice) while the operator runs in the model's dtype: products stay as cheap as they are, and
+the recurrences stop losing digits to rounding.
+
+All three report the same quantity, the relative residual of the normal equations
+``||c - (M + damping I) x|| / ||c||`` (with ``M = A^T A``, ``c = A^T b``). A small residual does
+not bound the error in x when the system is ill-conditioned: the error can be as large as the
+condition number times the residual. LSMR records an estimate of cond(A).
 """
 from __future__ import annotations
 
@@ -16,32 +33,40 @@ import torch
 Operator = Callable[[torch.Tensor], torch.Tensor]
 Progress = Optional[Callable[[int, int, float], None]]  # (iteration, max_iter, relative residual)
 
-SOLVERS = ("cg", "neumann", "exact")
+SOLVERS = ("lsmr", "cg", "neumann", "exact")
+
+
+class SolverArgumentError(ValueError):
+    """A solver asked for something it cannot do (an argument error, not a numerical failure)."""
 
 
 @dataclass
 class SolveStats:
     solver: str
     iterations: int = 0
-    operator_calls: int = 0  # applications of A (power iteration included)
+    operator_calls: int = 0  # applications of A or M (power iteration included)
     products: int = 0  # Hessian-vector products; filled in by the caller who knows the cost of A
-    residuals: list[float] = field(default_factory=list)  # ||b - A x_k|| / ||b|| per iteration
+    residuals: list[float] = field(default_factory=list)  # relative normal-equation residual per iteration
     converged: bool = False
     seconds: float = 0.0
     scale: float = 1.0  # neumann: the c = M^2 that A was divided by (Prop. 1)
     restarts: int = 0
     message: str = ""
-    returned_iteration: int = 0  # cg: the iterate returned (1-based; 0 = the last one)
+    returned_iteration: int = 0  # the iterate returned (1-based; 0 = the last one)
+    cond_estimate: Optional[float] = None  # lsmr: estimate of cond(A); exact: of the columns
+    rank: Optional[int] = None  # exact: numerical rank of the matrix solved
+    recurrence_dtype: str = "float32"
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def final_residual(self) -> float:
         """Relative residual of the returned solution."""
         if not self.residuals:
-            return float("nan")
+            return 0.0 if self.converged else float("nan")
         return self.residuals[self.returned_iteration - 1] if self.returned_iteration else self.residuals[-1]
 
-    def as_dict(self) -> dict:
-        return {
+    def as_dict(self, with_seconds: bool = True) -> dict:
+        out = {
             "solver": self.solver,
             "iterations": self.iterations,
             "operator_calls": self.operator_calls,
@@ -49,12 +74,25 @@ class SolveStats:
             "final_relative_residual": self.final_residual,
             "residual_history": self.residuals,
             "converged": self.converged,
-            "seconds": self.seconds,
             "neumann_scale": self.scale,
             "restarts": self.restarts,
             "returned_iteration": self.returned_iteration or self.iterations,
+            "cond_estimate": self.cond_estimate,
+            "rank": self.rank,
+            "recurrence_dtype": self.recurrence_dtype,
+            "warnings": self.warnings,
             "message": self.message,
         }
+        if with_seconds:
+            out["seconds"] = self.seconds
+        return out
+
+
+def _in_dtype(op: Operator, work: torch.dtype, dtype: torch.dtype) -> Operator:
+    """``op`` evaluated in ``work`` (the model's dtype), taking and giving ``dtype`` vectors."""
+    if work == dtype:
+        return op
+    return lambda v: op(v.to(work)).to(dtype)
 
 
 def _counting(op: Operator, stats: SolveStats) -> Operator:
@@ -63,6 +101,10 @@ def _counting(op: Operator, stats: SolveStats) -> Operator:
         return op(x)
 
     return counted
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def power_iteration(op: Operator, like: torch.Tensor, iters: int = 20, seed: int = 0) -> float:
@@ -89,6 +131,7 @@ def neumann(
     margin: float = 1.1,
     max_restarts: int = 20,
     progress: Progress = None,
+    recurrence_dtype: Optional[torch.dtype] = None,
 ) -> tuple[torch.Tensor, SolveStats]:
     """The paper's series (eq. 12) with the scaling of Prop. 1 made automatic.
 
@@ -98,22 +141,25 @@ def neumann(
     residual still grows (the estimate was low, or rounding), ``c`` is doubled and the series
     restarts, as the reference code raises its ``normalizer``. ``I_k`` is written as
     ``x_k = x_{k-1} + (b - A x_{k-1}) / c``, so each iteration costs one application of A and the
-    residual comes for free.
+    residual comes for free. An unconverged solve returns the smallest-residual iterate seen.
     """
-    stats = SolveStats("neumann")
+    work = rhs.dtype
+    dtype = recurrence_dtype or work
+    stats = SolveStats("neumann", recurrence_dtype=_dtype_name(dtype))
     start = time.perf_counter()
-    A = _counting(op, stats)
+    A = _counting(_in_dtype(op, work, dtype), stats)
+    rhs = rhs.to(dtype)
     b_norm = float(rhs.norm())
-    if b_norm == 0.0:
-        stats.converged, stats.seconds = True, time.perf_counter() - start
-        return torch.zeros_like(rhs), stats
+    if b_norm == 0.0 or not math.isfinite(b_norm):
+        return _trivial(rhs, stats, start, b_norm)
     rho = power_iteration(A, rhs, power_iters)
-    c = margin * rho if rho > 0 else 1.0
-    x = torch.zeros_like(rhs)
+    c = margin * rho if rho > 0 and math.isfinite(rho) else 1.0
+    best_x, best_rel, best_at = torch.zeros_like(rhs), 1.0, 0  # the zero start has residual 1
+    diverged = False
     while True:
         x = torch.zeros_like(rhs)
         r = rhs.clone()
-        best = 1.0
+        best_here = 1.0
         diverged = False
         while stats.iterations < max_iter:
             x = x + r / c
@@ -123,13 +169,15 @@ def neumann(
             stats.residuals.append(rel)
             if progress:
                 progress(stats.iterations, max_iter, rel)
+            if rel < best_rel:
+                best_x, best_rel, best_at = x, rel, stats.iterations
             if rel <= tol:
                 stats.converged = True
                 break
-            if not math.isfinite(rel) or rel > 2.0 * best:
+            if not math.isfinite(rel) or rel > 2.0 * best_here:
                 diverged = True
                 break
-            best = min(best, rel)
+            best_here = min(best_here, rel)
         if diverged and stats.restarts < max_restarts and stats.iterations < max_iter:
             stats.restarts += 1
             c *= 2.0
@@ -139,9 +187,27 @@ def neumann(
         stats.message = "diverged"
     elif not stats.converged:
         stats.message = f"stopped at max_iter={max_iter}"
+    if not stats.converged and best_at != stats.iterations:
+        if best_at == 0:
+            stats.message += "; no iterate improved on the zero start, returned zero"
+            stats.residuals.insert(0, 1.0)
+            stats.returned_iteration = 1
+        else:
+            stats.returned_iteration = best_at
+            stats.message += f"; returned iterate {best_at} (smallest residual)"
+        x = best_x
     stats.scale = c
     stats.seconds = time.perf_counter() - start
     return x, stats
+
+
+def _trivial(rhs: torch.Tensor, stats: SolveStats, start: float, b_norm: float) -> tuple[torch.Tensor, SolveStats]:
+    if not math.isfinite(b_norm):
+        stats.message = "the right-hand side is not finite"
+        return torch.full_like(rhs, float("nan")), stats
+    stats.converged, stats.seconds = True, time.perf_counter() - start
+    stats.message = "the right-hand side is zero"
+    return torch.zeros_like(rhs), stats
 
 
 def cg(
@@ -151,6 +217,7 @@ def cg(
     max_iter: int = 200,
     damping: float = 0.0,
     progress: Progress = None,
+    recurrence_dtype: Optional[torch.dtype] = None,
 ) -> tuple[torch.Tensor, SolveStats]:
     """Conjugate gradient on ``(A + damping I) x = b`` for symmetric positive (semi-)definite A.
 
@@ -159,27 +226,34 @@ def cg(
     relative residual ``||b - A x|| / ||b||`` reaches ``tol``; stops with ``converged=False``
     if A shows a non-positive curvature (an indefinite system: solve the normal equations or
     add damping). On the normal equations that residual is not monotone (it swung between 1e-2
-    and 6e-2 on the MNIST CNN), so when the solve stops unconverged it returns the iterate with
-    the smallest residual seen (``stats.returned_iteration``) rather than the last one.
+    and 6e-2 on the MNIST CNN), so an unconverged solve returns the iterate with the smallest
+    residual seen (``stats.returned_iteration``; the zero start counts, with residual 1).
     """
-    stats = SolveStats("cg")
+    work = rhs.dtype
+    dtype = recurrence_dtype or work
+    stats = SolveStats("cg", recurrence_dtype=_dtype_name(dtype))
     start = time.perf_counter()
-    A = _counting(op, stats)
-    x = torch.zeros_like(rhs)
-    r = rhs.clone()
+    A = _counting(_in_dtype(op, work, dtype), stats)
+    b = rhs.to(dtype)
+    x = torch.zeros_like(b)
+    r = b.clone()
     p = r.clone()
     rs = float(r @ r)
     b_norm = math.sqrt(rs)
-    best_x, best_rel = x, 1.0
-    if b_norm == 0.0:
-        stats.converged, stats.seconds = True, time.perf_counter() - start
-        return x, stats
+    if b_norm == 0.0 or not math.isfinite(b_norm):
+        return _trivial(b, stats, start, b_norm)
+    best_x, best_rel, best_at = x, 1.0, 0
     while stats.iterations < max_iter:
         Ap = A(p)
         if damping:
             Ap = Ap + damping * p
         curvature = float(p @ Ap)
-        if curvature <= 0.0 or not math.isfinite(curvature):
+        if not math.isfinite(curvature):
+            stats.message = "the operator returned non-finite values"
+            x = torch.full_like(b, float("nan"))
+            stats.seconds = time.perf_counter() - start
+            return x, stats
+        if curvature <= 0.0:
             stats.message = "non-positive curvature: the system is not positive definite"
             break
         alpha = rs / curvature
@@ -190,7 +264,7 @@ def cg(
         stats.iterations += 1
         stats.residuals.append(rel)
         if rel < best_rel:
-            best_x, best_rel = x, rel
+            best_x, best_rel, best_at = x, rel, stats.iterations
         if progress:
             progress(stats.iterations, max_iter, rel)
         if rel <= tol:
@@ -200,9 +274,127 @@ def cg(
         rs = rs_new
     if not stats.converged and not stats.message:
         stats.message = f"stopped at max_iter={max_iter}"
-    if not stats.converged and stats.residuals and best_rel < stats.residuals[-1]:
-        stats.returned_iteration = stats.residuals.index(best_rel) + 1
-        stats.message += f"; returned iterate {stats.returned_iteration} (smallest residual)"
+    if not stats.converged and best_at != stats.iterations:
+        stats.returned_iteration = best_at
+        if best_at == 0:
+            stats.message += "; no iterate improved on the zero start, returned zero"
+            stats.residuals.insert(0, 1.0)
+            stats.returned_iteration = 1
+        else:
+            stats.message += f"; returned iterate {best_at} (smallest residual)"
         x = best_x
+    stats.seconds = time.perf_counter() - start
+    return x, stats
+
+
+def _sym_ortho(a: float, b: float) -> tuple[float, float, float]:
+    """A stable Givens rotation: (c, s, r) with [c s; -s c] [a; b] = [r; 0] (as LSQR/LSMR use it)."""
+    if b == 0.0:
+        return math.copysign(1.0, a) if a != 0.0 else 1.0, 0.0, abs(a)
+    if a == 0.0:
+        return 0.0, math.copysign(1.0, b), abs(b)
+    if abs(b) > abs(a):
+        tau = a / b
+        s = math.copysign(1.0, b) / math.sqrt(1.0 + tau * tau)
+        return s * tau, s, b / s
+    tau = b / a
+    c = math.copysign(1.0, a) / math.sqrt(1.0 + tau * tau)
+    return c, c * tau, a / c
+
+
+def lsmr(
+    apply_a: Operator,
+    apply_at: Operator,
+    b: torch.Tensor,
+    n_cols: int,
+    tol: float = 1e-3,
+    max_iter: int = 200,
+    damping: float = 0.0,
+    progress: Progress = None,
+    recurrence_dtype: Optional[torch.dtype] = None,
+) -> tuple[torch.Tensor, SolveStats]:
+    """LSMR (Fong & Saunders 2011) on ``min ||A x - b||^2 + damping ||x||^2``.
+
+    ``apply_a(v)`` is ``A v`` (``v`` of length ``n_cols``), ``apply_at(u)`` is ``A^T u``. Each
+    iteration applies each once; the first ``A^T b`` costs one more. Stops when the relative
+    normal-equation residual ``||A^T r - damping x|| / ||A^T b||`` reaches ``tol``; that residual
+    decreases monotonically, so the last iterate is returned. ``stats.cond_estimate`` is
+    LSMR's estimate of the condition number of ``[A; sqrt(damping) I]``. The recurrences follow
+    SciPy's ``scipy.sparse.linalg.lsmr`` (same variable names), with torch vectors.
+    """
+    work = b.dtype
+    dtype = recurrence_dtype or work
+    stats = SolveStats("lsmr", recurrence_dtype=_dtype_name(dtype))
+    start = time.perf_counter()
+    A = _counting(_in_dtype(apply_a, work, dtype), stats)
+    At = _counting(_in_dtype(apply_at, work, dtype), stats)
+    damp = math.sqrt(damping) if damping > 0 else 0.0
+
+    u = b.to(dtype).clone()
+    beta = float(u.norm())
+    x = torch.zeros(n_cols, dtype=dtype, device=b.device)
+    if not math.isfinite(beta):
+        return _trivial(x, stats, start, beta)
+    if beta > 0:
+        u = u / beta
+        v = At(u)
+        alpha = float(v.norm())
+    else:
+        v, alpha = torch.zeros_like(x), 0.0
+    if alpha > 0:
+        v = v / alpha
+    normar0 = alpha * beta
+    if normar0 == 0.0 or not math.isfinite(normar0):
+        return _trivial(x, stats, start, normar0)
+
+    zetabar, alphabar = alpha * beta, alpha
+    rho, rhobar, cbar, sbar = 1.0, 1.0, 1.0, 0.0
+    h, hbar = v.clone(), torch.zeros_like(x)
+    maxrbar, minrbar = 0.0, 1e100
+    while stats.iterations < max_iter:
+        u = A(v) - alpha * u
+        beta = float(u.norm())
+        if beta > 0:
+            u = u / beta
+            v = At(u) - beta * v
+            alpha = float(v.norm())
+            if alpha > 0:
+                v = v / alpha
+        if not (math.isfinite(alpha) and math.isfinite(beta)):
+            stats.message = "the operator returned non-finite values"
+            stats.seconds = time.perf_counter() - start
+            return torch.full_like(x, float("nan")), stats
+        chat, shat, alphahat = _sym_ortho(alphabar, damp)
+        rhoold = rho
+        c, s, rho = _sym_ortho(alphahat, beta)
+        thetanew = s * alpha
+        alphabar = c * alpha
+        rhobarold = rhobar
+        thetabar = sbar * rho
+        rhotemp = cbar * rho
+        cbar, sbar, rhobar = _sym_ortho(cbar * rho, thetanew)
+        zeta = cbar * zetabar
+        zetabar = -sbar * zetabar
+        hbar = h - (thetabar * rho / (rhoold * rhobarold)) * hbar
+        x = x + (zeta / (rho * rhobar)) * hbar
+        h = v - (thetanew / rho) * h
+        maxrbar = max(maxrbar, rhobarold)
+        if stats.iterations > 0:
+            minrbar = min(minrbar, rhobarold)
+        stats.cond_estimate = max(maxrbar, rhotemp) / max(min(minrbar, rhotemp), 1e-300)
+        rel = abs(zetabar) / normar0
+        stats.iterations += 1
+        stats.residuals.append(rel)
+        if progress:
+            progress(stats.iterations, max_iter, rel)
+        if rel <= tol:
+            stats.converged = True
+            break
+        if beta == 0.0 or alpha == 0.0:  # the Krylov space is exhausted: x solves the problem
+            stats.converged = True
+            stats.message = "the Krylov subspace is exhausted"
+            break
+    if not stats.converged:
+        stats.message = f"stopped at max_iter={max_iter}"
     stats.seconds = time.perf_counter() - start
     return x, stats

@@ -1,4 +1,5 @@
-"""Model zoo and training loop."""
-from .zoo import ARCHITECTURES, build_model
+"""Model zoo, architecture specs and training loop."""
+from .specs import ArchSpec, set_eval
+from .zoo import ARCHITECTURES
 
-__all__ = ["ARCHITECTURES", "build_model"]
+__all__ = ["ARCHITECTURES", "ArchSpec", "set_eval"]

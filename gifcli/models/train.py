@@ -1,4 +1,4 @@
-"""Training loop and evaluation: return values, print nothing."""
+"""Training loop: SGD over a Split streamed through a DataLoader; returns values, prints nothing."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..data.datasets import Split, batches
+from ..errors import NonFiniteError
 
 # (epoch, epochs, step, steps, running loss, running accuracy)
 TrainProgress = Optional[Callable[[int, int, int, int, float, float], None]]
@@ -29,68 +31,40 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     return None
 
 
-def train_model(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    cfg: TrainConfig,
-    device: torch.device,
-    progress: TrainProgress = None,
-) -> TrainResult:
+def train_model(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
+                progress: TrainProgress = None, workers: int = 0) -> TrainResult:
+    """Train ``model`` in place on ``split`` with ``cfg``'s SGD recipe (seeded: same seed, same weights)."""
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = _scheduler(opt, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    steps = math.ceil(len(y) / cfg.batch_size)
+    steps = math.ceil(len(split) / cfg.batch_size)
     result = TrainResult(0.0)
     start = time.perf_counter()
     for epoch in range(cfg.epochs):
-        perm = torch.randperm(len(y), generator=gen)
+        perm = torch.randperm(len(split), generator=gen)
         total_loss, correct, seen = 0.0, 0, 0
-        for step in range(steps):
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
+        for step, (xb, yb) in enumerate(batches(split, cfg.batch_size, workers, perm)):
+            xb, yb = xb.to(device), yb.to(device)
             out = model(xb)
             loss = nn.functional.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_loss += float(loss.detach()) * len(idx)
+            total_loss += float(loss.detach()) * len(yb)
             correct += int((out.argmax(1) == yb).sum())
-            seen += len(idx)
+            seen += len(yb)
             if not math.isfinite(total_loss):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {total_loss})")
+                raise NonFiniteError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower the lr")
             if progress:
                 progress(epoch + 1, cfg.epochs, step + 1, steps, total_loss / seen, correct / seen)
         result.history.append(
-            {"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen, "lr": opt.param_groups[0]["lr"]}
+            {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
+             "lr": opt.param_groups[0]["lr"]}
         )
         if sched:
             sched.step()
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
-
-
-@torch.inference_mode()
-def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy; (nan, nan) on an empty set."""
-    if len(y) == 0:
-        return float("nan"), float("nan")
-    model.eval()
-    device = next(model.parameters()).device
-    total, correct = 0.0, 0
-    for i in range(0, len(y), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        out = model(xb)
-        total += float(nn.functional.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
-    return total / len(y), correct / len(y)
-
-
-@torch.inference_mode()
-def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])

@@ -1,16 +1,18 @@
-"""The paper's models, small enough to read at once.
+"""The paper's models, small enough to read at once, registered by name.
 
-Every model is rebuilt from ``(arch, input_shape, num_classes, hidden)``, which every
-checkpoint stores before its weights.
+Every model is rebuilt from its architecture spec (see specs.py), the data's input shape and
+class count, and the recorded keyword arguments, which every checkpoint stores before its weights.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-ARCHITECTURES = ("cnn", "mlp", "logreg", "resnet18", "vgg11")
+from ..registry import Registry
+
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture")
 
 
 class PaperCNN(nn.Module):
@@ -118,15 +120,11 @@ class VGG11(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def build_model(arch: str, input_shape: Sequence[int], num_classes: int, hidden: int = 128) -> nn.Module:
-    if arch == "cnn":
-        return PaperCNN(input_shape, num_classes)
-    if arch == "mlp":
-        return MLP(input_shape, num_classes, hidden)
-    if arch == "logreg":
-        return LogReg(input_shape, num_classes)
-    if arch == "resnet18":
-        return ResNet18(input_shape, num_classes)
-    if arch == "vgg11":
-        return VGG11(input_shape, num_classes)
-    raise ValueError(f"unknown model {arch!r}; choose from {ARCHITECTURES}")
+# Built-ins register exactly as a user's architecture would: a builder called with the data's
+# input shape and class count, plus the checkpoint's recorded keyword arguments.
+ARCHITECTURES.register("cnn", lambda input_shape, num_classes, widths=(32, 64, 128, 256): PaperCNN(
+    input_shape, num_classes, tuple(widths)))
+ARCHITECTURES.register("mlp", lambda input_shape, num_classes, hidden=128: MLP(input_shape, num_classes, hidden))
+ARCHITECTURES.register("logreg", lambda input_shape, num_classes: LogReg(input_shape, num_classes))
+ARCHITECTURES.register("resnet18", lambda input_shape, num_classes: ResNet18(input_shape, num_classes))
+ARCHITECTURES.register("vgg11", lambda input_shape, num_classes: VGG11(input_shape, num_classes))

@@ -1,108 +1,79 @@
-"""gif compare: methods x criteria x ratios, each select -> influence -> scale on validation ->
-apply -> evaluate, reusing remove-class's steps; plus the first-order `grad` baseline."""
+"""gif compare: methods x criteria x ratios on one forget request, each cell one run of the core.
+
+Every cell writes its own folder (``cells/<method>-<criterion>-<ratio>/``: mask, influence,
+edited model, report), so nothing is reused between cells or between runs: a second compare
+into the same folder with other arguments recomputes everything it reports. ``results.json``
+holds every row with its validation sweep, ``results.md`` a table shaped like the paper's
+Tables 1-2, ``results.png`` (with the plot extra) Figure 4.
+"""
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-import torch
-
+from ..core.args import Runtime, UnlearnArgs
+from ..core.methods import METHODS
+from ..core.tasks import Task
+from ..data.datasets import Data
 from ..errors import UsageError
-from ..io.artifacts import write_influence
-from ..io.files import make_folder, provenance, save_figure, write_json
-from ..math.influence import METHODS, SolverOptions
-from ..math.params import IndexSet
-from .audit import against_baseline, mia_share
-from .steps import Loaded, check_label, influence_step, load_data, load_model, scale_and_apply, select_step
-from .unlearn import (forget_metrics, label_target, parse_scales, space_of,
-                      target_gradient)
-
-COMPARE_METHODS = METHODS + ("grad",)
+from ..io.files import make_folder, provenance, save_figure, write_json, write_text
+from .common import Loaded
+from .evaluate import against, model_metrics
+from .unlearn import unlearn_to_folder
 
 
-def _grad_influence(loaded: Loaded, J: IndexSet, target, train, out: Path) -> dict:
-    """First-order baseline: delta = -g_J, so apply's theta_J - s*delta ascends the forget loss."""
-    start = time.perf_counter()
-    g = target_gradient(loaded.model, target, len(train), torch.device("cpu"))
-    meta = {"model_sha256": loaded.sha, "method": "grad", "solver": "none", "selected": J.size,
-            "stats": {"iterations": 0, "hvp_products": 0}, "target": target.describe,
-            "seconds": time.perf_counter() - start, "provenance": provenance(kind="compare grad")}
-    write_influence(out, -J.gather(g), J, meta)
-    return meta
-
-
-def compare(model_path: str | Path, label: int, retrained_path: Optional[str | Path], methods: Sequence[str],
-            criteria: Sequence[str], ratios: Sequence[float], scale: str, options: SolverOptions,
-            hessian_samples: int, seed: int, out_dir: Path, device: torch.device, data_dir: Optional[str],
-            progress: Optional[Callable[[int, int, str], None]] = None) -> dict:
+def compare(loaded: Loaded, data: Data, task: Task, methods: Sequence[str], criteria: Sequence[str],
+            ratios: Sequence[float], base_args: UnlearnArgs, rt: Runtime, out_dir: Path,
+            retrained: Optional[Loaded] = None) -> dict:
     for m in methods:
-        if m not in COMPARE_METHODS:
-            raise UsageError(f"unknown method {m!r}; choose from {', '.join(COMPARE_METHODS)}")
-    for r in ratios:
-        if not 0.0 < r <= 1.0:
-            raise UsageError(f"ratio must be in (0, 1], got {r}")
-    scales = parse_scales(scale)
-    loaded = load_model(model_path)
-    check_label(loaded, label)
-    splits = load_data(loaded, data_dir)
-    retrained = load_model(retrained_path) if retrained_path else None
-    for sub in ("masks", "influence", "models"):
-        make_folder(out_dir / sub)
-    target = label_target(splits.train, label, splits.num_classes, splits.dataset)
-    cells = [(c, r, m) for c in criteria for r in ratios for m in methods if m != "if"]
+        METHODS.get(m)
+    cells: list[UnlearnArgs] = []
+    for criterion in criteria:
+        for ratio in ratios:
+            for m in methods:
+                if m != "if":
+                    cells.append(base_args.replace(method=m, criterion=criterion, ratio=ratio))
     if "if" in methods:
-        cells.append(("all", 1.0, "if"))
+        cells.append(base_args.replace(method="if", criterion="all", ratio=1.0))
+    if not cells:
+        raise UsageError("nothing to compare")
+    make_folder(out_dir)
     rows = []
-    for i, (criterion, ratio, method) in enumerate(cells):
-        if progress:
-            progress(i, len(cells), f"{method} {criterion} {ratio:g}")
-        start = time.perf_counter()
-        tag = f"{criterion}-{ratio:g}"
-        mask = out_dir / "masks" / f"{tag}.json"
-        if method != "if" and not mask.exists():
-            select_step(loaded, target, criterion, ratio, seed, None, len(splits.train), mask)
-        infl = out_dir / "influence" / f"{method}-{tag}.safetensors"
-        if method == "grad":
-            from ..io.artifacts import read_mask
-
-            J, _ = read_mask(mask, space_of(loaded.model), loaded.sha)
-            imeta = _grad_influence(loaded, J, target, splits.train, infl)
-        else:
-            imeta = influence_step(loaded, None if method == "if" else mask, target, splits.train, method, options,
-                                   hessian_samples, seed, device, infl)
-        edited_path = out_dir / "models" / f"{method}-{tag}.safetensors"
-        chosen, sweep = scale_and_apply(loaded, infl, scales, lambda m: forget_metrics(m, splits.validation, label),
-                                        edited_path, score_single=True)
-        edited = load_model(edited_path)
-        row = {"method": method, "criterion": criterion, "ratio": ratio, "selected": imeta["selected"], "scale": chosen,
-               "influence_seconds": imeta["seconds"], "seconds": time.perf_counter() - start,
-               "solver_stats": {k: imeta["stats"].get(k) for k in ("iterations", "hvp_products",
-                                                                   "final_relative_residual", "converged")},
-               **forget_metrics(edited.model, splits.test, label),
-               "mia_forget_member_share": mia_share(edited.model, splits, label),
-               "validation_sweep": sweep}
+    for i, args in enumerate(cells):
+        tag = f"{args.method}-{args.criterion}-{args.ratio:g}"
+        rt.report("compare", i, len(cells), tag)
+        result, report = unlearn_to_folder(loaded, data, task, args, rt, out_dir / "cells" / tag, kind="compare-cell")
+        metrics = model_metrics(result.model, data, task, rt)
+        row = {"method": args.method, "criterion": args.criterion, "ratio": args.ratio,
+               "selected": result.outcome.influence.J.size if result.outcome.influence else None,
+               **result.outcome.hyper, "method_seconds": result.outcome.seconds,
+               "influence_seconds": result.outcome.influence.seconds if result.outcome.influence else None,
+               "solver_stats": {k: (report.get("influence") or {}).get("stats", {}).get(k)
+                                for k in ("iterations", "hvp_products", "final_relative_residual", "converged")},
+               **metrics, "validation_sweep": result.outcome.search}
         if retrained is not None:
-            row["against_retrained"] = against_baseline(edited.model, edited.meta, retrained.model, retrained.meta,
-                                                        splits, None)
+            row["against_retrained"] = against(result.model, metrics, retrained,
+                                               model_metrics(retrained.model, data, task, rt), data, task, rt, True)
         rows.append(row)
-    if progress:
-        progress(len(cells), len(cells), "done")
-    reference = {"base": {**forget_metrics(loaded.model, splits.test, label),
-                          "mia_forget_member_share": mia_share(loaded.model, splits, label)}}
+    rt.report("compare", len(cells), len(cells), "done")
+    reference = {"base": model_metrics(loaded.model, data, task, rt)}
     if retrained is not None:
-        reference["retrained"] = {**forget_metrics(retrained.model, splits.test, label),
-                                  "mia_forget_member_share": mia_share(retrained.model, splits, label),
+        reference["retrained"] = {**model_metrics(retrained.model, data, task, rt),
                                   "train_seconds": retrained.meta.get("train_seconds"),
                                   "excluded_label": retrained.meta.get("excluded_label")}
-    results = {"format": "gif-compare", "version": 1, "model": str(model_path), "label": label,
-               "retrained": str(retrained_path) if retrained_path else None, "methods": list(methods),
-               "criteria": list(criteria), "ratios": list(ratios), "solver": options.solver,
-               "hessian_samples": hessian_samples, "reference": reference, "rows": rows,
-               "provenance": provenance(kind="compare")}
-    write_json(out_dir / "results.json", results)
-    (out_dir / "results.md").write_text(markdown_table(results))
+    results = {"format": "gif-compare", "version": 1, "model": loaded.path, "model_sha256": loaded.sha,
+               "task": task.describe(), "label": task.describe().get("label"),
+               "retrained": retrained.path if retrained else None, "methods": list(methods),
+               "criteria": list(criteria), "ratios": list(ratios), "args": base_args.as_dict(),
+               "reference": reference, "rows": rows, "provenance": provenance(kind="compare")}
+    if rt.dist.is_main:
+        write_json(out_dir / "results.json", results)
+        write_text(out_dir / "results.md", markdown_table(results))
     return results
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
 
 
 def markdown_table(results: dict) -> str:
@@ -110,15 +81,16 @@ def markdown_table(results: dict) -> str:
     ratios = results["ratios"]
     head = "| method | criterion | metric | " + " | ".join(f"MR {100 * r:g}%" for r in ratios) + " |"
     lines = [head, "|" + "---|" * (3 + len(ratios))]
-    metrics = [("test acc %", lambda r: f"{100 * r['test']['accuracy']:.2f}"),
+    metrics = [("test acc %", lambda r: _pct(r["test"]["accuracy"])),
                ("test loss", lambda r: f"{r['test']['loss']:.3f}"),
-               ("self acc %", lambda r: f"{100 * r['forget']['accuracy']:.2f}"),
+               ("self acc %", lambda r: _pct(r["forget"]["accuracy"])),
                ("self loss", lambda r: f"{r['forget']['loss']:.2f}"),
-               ("F1", lambda r: f"{r['f1']:.3f}"),
-               ("MIA %", lambda r: f"{100 * r['mia_forget_member_share']:.1f}"),
-               ("scale", lambda r: f"{r['scale']:g}"),
-               ("seconds", lambda r: f"{r['influence_seconds']:.0f}")]
-    keys = sorted({(r["method"], r["criterion"]) for r in results["rows"]}, key=lambda k: (results["methods"].index(k[0]), k[1]))
+               ("F1", lambda r: f"{r['f1']:.3f}" if "f1" in r else "-"),
+               ("MIA %", lambda r: _pct((r.get("mia") or {}).get("forget"))),
+               ("scale", lambda r: f"{r['scale']:g}" if r.get("scale") is not None else "-"),
+               ("seconds", lambda r: f"{r['method_seconds']:.0f}")]
+    keys = sorted({(r["method"], r["criterion"]) for r in results["rows"]},
+                  key=lambda k: (results["methods"].index(k[0]), k[1]))
     for method, criterion in keys:
         by_ratio = {r["ratio"]: r for r in results["rows"] if r["method"] == method and r["criterion"] == criterion}
         for name, fn in metrics:
@@ -126,8 +98,9 @@ def markdown_table(results: dict) -> str:
             lines.append(f"| {method} | {criterion} | {name} | " + " | ".join(cells) + " |")
     for name, ref in results["reference"].items():
         lines.append(f"| {name} | - | test acc % / self acc % / F1 / MIA % | "
-                     f"{100 * ref['test']['accuracy']:.2f} / {100 * ref['forget']['accuracy']:.2f} / {ref['f1']:.3f} / "
-                     f"{100 * ref['mia_forget_member_share']:.1f}" + " |" * len(ratios))
+                     f"{_pct(ref['test']['accuracy'])} / {_pct(ref['forget']['accuracy'])} / "
+                     f"{ref.get('f1', float('nan')):.3f} / {_pct((ref.get('mia') or {}).get('forget'))}"
+                     + " |" * len(ratios))
     return "\n".join(lines) + "\n"
 
 
@@ -140,9 +113,13 @@ def plot(results: dict, path: Path, ratio: Optional[float] = None) -> Optional[P
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    rows = [r for r in results["rows"] if r["validation_sweep"] and "forget" in r["validation_sweep"][0]
+            and "test" in r["validation_sweep"][0]]
+    if not rows:
+        return None
     ratio = ratio if ratio is not None else results["ratios"][min(1, len(results["ratios"]) - 1)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for row in results["rows"]:
+    for row in rows:
         if row["ratio"] != ratio and row["method"] != "if":
             continue
         xs = [s["scale"] for s in row["validation_sweep"]]
@@ -155,7 +132,7 @@ def plot(results: dict, path: Path, ratio: Optional[float] = None) -> Optional[P
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"label {results['label']}, MR {100 * ratio:g}%: validation split (the split that chooses the scale)")
+    fig.suptitle(f"label {results.get('label')}, MR {100 * ratio:g}%: validation split (the split that chooses the scale)")
     fig.tight_layout()
     try:
         return save_figure(fig, path)

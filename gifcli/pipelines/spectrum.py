@@ -3,36 +3,36 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
+from ..core.args import Runtime, UnlearnArgs
+from ..core.steps import hessian_sample
+from ..data.datasets import Data
 from ..errors import UsageError
 from ..io.files import provenance, save_figure
-from ..math.hvp import HessianSample
 from ..math.lanczos import lanczos, top_by_magnitude
-from .steps import load_data, load_model
-from .unlearn import hessian_batches
+from ..models.specs import set_eval
+from .common import Loaded
 
 
-def spectrum(model_path: str | Path, samples: int, top: int, steps: Optional[int], l2: Sequence[float], seed: int,
-             device: torch.device, data_dir: Optional[str],
-             progress: Optional[Callable[[int, int], None]] = None) -> dict:
+def spectrum(loaded: Loaded, data: Data, samples: int, top: int, steps: Optional[int], l2: Sequence[float], seed: int,
+             rt: Runtime, hvp_mode: str = "auto") -> dict:
     if top <= 0:
         raise UsageError(f"--top must be positive, got {top}")
-    loaded = load_model(model_path)
-    splits = load_data(loaded, data_dir)
-    model = loaded.model.to(device).eval()
-    hess = HessianSample(model, hessian_batches(splits.train, samples, seed, device))
     steps = steps or 2 * top
     if steps < top:
         raise UsageError(f"--steps ({steps}) must be at least --top ({top})")
+    model = set_eval(loaded.model.to(rt.device))
+    args = UnlearnArgs(hessian_samples=samples, seed=seed, hvp_mode=hvp_mode)
+    hess, hinfo = hessian_sample(model, data.fit, args, rt)
     start = time.perf_counter()
     param_dtype = hess.params[0].dtype
     # the Krylov basis is kept in float64 on the CPU (float32 on a GPU, for memory); products run in the model's dtype
-    basis_dtype = torch.float32 if device.type == "cuda" else torch.float64
+    basis_dtype = torch.float32 if rt.device.type == "cuda" else torch.float64
     ritz = lanczos(lambda v: hess.hvp(v.to(param_dtype)), hess.space.size, steps, dtype=basis_dtype,
-                   device=device, seed=seed, progress=progress)
+                   device=rt.device, seed=seed, progress=lambda i, n: rt.report("lanczos", i, n, ""))
     hess.release()
     seconds = time.perf_counter() - start
     per_l2 = []
@@ -41,9 +41,9 @@ def spectrum(model_path: str | Path, samples: int, top: int, steps: Optional[int
         top_vals = top_by_magnitude(ritz + lam, top)
         per_l2.append({"l2": lam, "top_eigenvalues": top_vals.tolist(),
                        "negative_share": float((top_vals < 0).double().mean())})
-    return {"format": "gif-spectrum", "version": 1, "model": str(model_path), "model_sha256": loaded.sha,
-            "hessian_samples": hess.n_samples, "lanczos_steps": len(ritz), "top": top, "seconds": seconds,
-            "hvp_products": hess.products, "ritz_values": ritz.tolist(), "per_l2": per_l2,
+    return {"format": "gif-spectrum", "version": 1, "model": loaded.path, "model_sha256": loaded.sha,
+            "hessian": hinfo, "hessian_samples": hess.n_samples, "lanczos_steps": len(ritz), "top": top,
+            "seconds": seconds, "hvp_products": hess.products, "ritz_values": ritz.tolist(), "per_l2": per_l2,
             "provenance": provenance(kind="spectrum")}
 
 

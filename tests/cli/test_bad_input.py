@@ -117,7 +117,7 @@ def test_unknown_model_in_config(runner, tmp_path, fake_mnist):
     cfg.write_text("model: transformer\ndataset: mnist\n")
     out = tmp_path / "m.safetensors"
     r = invoke(runner, ["train", "--config", cfg, "--out", out, "--data-dir", fake_mnist])
-    _assert_refused(r, 2, "unknown model", out)
+    _assert_refused(r, 2, "unknown architecture", out)
 
 
 def test_unwritable_output(runner, tiny_model, tmp_path, fake_mnist):
@@ -154,8 +154,8 @@ def test_influence_for_another_mask_or_model(runner, mask, tiny_model, tmp_path,
 
 def test_edited_mask_is_refused(runner, mask, tiny_model, tmp_path, fake_mnist):
     doc = json.loads(mask.read_text())
-    entry = next(p for p in doc["parameters"] if p["ranges"])
-    entry["ranges"][0][1] += 1
+    entry = next(p for p in doc["parameters"] if p["ranges"] and p["ranges"][-1][1] < p["numel"])
+    entry["ranges"][-1] = [entry["ranges"][-1][0] + 1, entry["ranges"][-1][1] + 1]  # counts stay consistent
     bad = tmp_path / "edited_mask.json"
     bad.write_text(json.dumps(doc))
     out = tmp_path / "i.safetensors"

@@ -5,12 +5,13 @@ from torch import nn
 from gifcli.math.hvp import HessianSample, cross_entropy_sum, mse_sum
 from gifcli.math.influence import SolverOptions, influence
 from gifcli.math.params import IndexSet
-from gifcli.math.solvers import cg
+from gifcli.math.solvers import SolverArgumentError, cg
 
 from .helpers import TanhMLP, batches_of, explicit_gradient, explicit_hessian
 
 RTOL = 1e-5
 TIGHT = SolverOptions(solver="cg", tol=1e-12, max_iter=2000)
+LSMR = SolverOptions(solver="lsmr", tol=1e-12, max_iter=2000)
 EXACT = SolverOptions(solver="exact")
 
 
@@ -29,7 +30,7 @@ def problem():
     return hess, H, g, J
 
 
-@pytest.mark.parametrize("options", [TIGHT, EXACT])
+@pytest.mark.parametrize("options", [TIGHT, LSMR, EXACT])
 def test_gif_is_least_squares_of_H_J(problem, options):
     hess, H, g, J = problem
     ref = torch.linalg.lstsq(H[:, J.indices], -g.unsqueeze(1)).solution.squeeze(1)
@@ -38,7 +39,7 @@ def test_gif_is_least_squares_of_H_J(problem, options):
     assert res.stats.converged
 
 
-@pytest.mark.parametrize("options", [TIGHT, EXACT])
+@pytest.mark.parametrize("options", [TIGHT, LSMR, EXACT])
 def test_fif_solves_H_JJ(problem, options):
     hess, H, g, J = problem
     idx = J.indices
@@ -46,7 +47,7 @@ def test_fif_solves_H_JJ(problem, options):
     torch.testing.assert_close(influence("fif", hess, J, g, options).delta, ref, rtol=RTOL, atol=1e-9)
 
 
-@pytest.mark.parametrize("options", [TIGHT, EXACT])
+@pytest.mark.parametrize("options", [TIGHT, LSMR, EXACT])
 def test_pif_is_projected_pinv(problem, options):
     hess, H, g, J = problem
     ref = (-torch.linalg.pinv(H) @ g)[J.indices]
@@ -131,13 +132,13 @@ def test_neumann_restarts_when_the_scale_is_too_small():
     torch.testing.assert_close(x, torch.linalg.solve(A, b))
 
 
-def test_exact_refuses_large_problems(problem, monkeypatch):
-    import gifcli.math.influence as inf
-
+def test_exact_refuses_by_memory_not_by_columns(problem):
     hess, _, g, J = problem
-    monkeypatch.setattr(inf, "MAX_EXACT_COLUMNS", 5)
-    with pytest.raises(ValueError, match="refuses"):
-        influence("gif", hess, J, g, EXACT)
+    n, k = g.numel(), J.size
+    need = 8 * n * k * 2 + 8 * k * k  # the float64 matrix and its SVD factors
+    with pytest.raises(SolverArgumentError, match="GiB"):
+        influence("gif", hess, J, g, SolverOptions(solver="exact", max_exact_bytes=need - 1))
+    influence("gif", hess, J, g, SolverOptions(solver="exact", max_exact_bytes=need))  # just fits
 
 
 def test_cg_returns_its_best_iterate_when_it_stops_early():

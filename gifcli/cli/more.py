@@ -1,0 +1,275 @@
+"""gif backdoor (poison, train, recover, evaluate), gif compare and gif spectrum."""
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputFileError, UsageError
+from .app import ALL_OPTIONS, Bars, app, handled, out, say, unlearn_args, with_options
+from .commands import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Device, ForgetFile, ForgetLabel, ModelOpt,
+                       Workers, forget_task, hvp_note, load, pct, rt_for, solver_line)
+
+backdoor_app = typer.Typer(help="Implant a trigger, train the backdoored model, recover it with GIF (section 5.3).",
+                           no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(backdoor_app, name="backdoor")
+BACKDOOR_MODEL = "checkpoints/mnist_cnn_backdoor.safetensors"
+
+
+@backdoor_app.command("poison")
+@handled
+def backdoor_poison(
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the poison index file (JSON).")],
+    fraction: Annotated[float, typer.Option(help="Share of training images to poison, in (0, 1).")] = 0.3,
+    target_label: Annotated[int, typer.Option(help="Label the triggered images are given.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of numpy's choice of the poisoned images (appendix C: 1).")] = 1,
+    dataset: Annotated[str, typer.Option(help="mnist, cifar10 or tensors:FILE (uint8 images).")] = "mnist",
+    data_dir: DataDir = None,
+) -> None:
+    """Choose the poisoned training images and record them, the trigger and the target label."""
+    from ..io.files import write_json
+    from ..pipelines.backdoor import make_poison_doc
+
+    doc = make_poison_doc(dataset, fraction, target_label, seed, data_dir)
+    write_json(out_path, doc)
+    say(f"wrote {out_path}: {doc['count']} of {doc['train_size']} {dataset} training images poisoned, "
+        f"target label {target_label}, seed {seed}")
+
+
+@backdoor_app.command("train")
+@handled
+def backdoor_train(
+    poison: Annotated[Path, typer.Option(help="Poison file from 'gif backdoor poison'.")],
+    config: Annotated[Path, typer.Option(help="YAML training config (configs/mnist_cnn_backdoor.yaml).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the checkpoint.")],
+    true_labels: Annotated[bool, typer.Option("--true-labels", help="Train on the triggered images with their true "
+                                                                    "labels: the retraining baseline.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Override the config's number of epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the config's seed.")] = None,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Train on the poisoned training set (backdoored model) or on its true labels (--true-labels)."""
+    from ..config import load_train_config
+    from ..pipelines.backdoor import train_backdoor
+
+    cfg = load_train_config(config).replace(epochs=epochs, seed=seed)
+    with Bars() as bars:
+        rt = rt_for(device, 512, 0)
+        report = train_backdoor(cfg, poison, out_path, rt, data_dir, true_labels, bars.train(cfg.epochs))
+    say(f"wrote {report.out}: clean test accuracy {pct(report.test_accuracy)}, {report.seconds:.0f} s")
+
+
+def backdoor_table(title: str, rows: dict[str, dict]) -> Table:
+    table = Table(title=title)
+    table.add_column("model", overflow="fold")
+    for c in ("BD data w/ BD label", "BD data w/ true label", "clean test", "attack success"):
+        table.add_column(c, justify="right")
+    for name, r in rows.items():
+        table.add_row(name, pct(r["bd_data_backdoor_label_accuracy"]), pct(r["bd_data_true_label_accuracy"]),
+                      pct(r["test_accuracy"]), pct(r["attack_success_rate"]))
+    return table
+
+
+@backdoor_app.command("recover")
+@handled
+@with_options(ALL_OPTIONS)
+def backdoor_recover(
+    poison: Annotated[Path, typer.Option(help="Poison file the model was trained with.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the recovered checkpoint.")],
+    model: ModelOpt = Path(BACKDOOR_MODEL),
+    run_dir: Annotated[Optional[Path], typer.Option(help="Folder for mask, influence and report "
+                                                         "(default runs/backdoor-recover).")] = None,
+    device: Device = "auto",
+    batch_size: BatchSize = 512,
+    workers: Workers = 0,
+    data_dir: DataDir = None,
+    uargs: Any = None,
+) -> None:
+    """Undo the backdoor: relabel GIF on the poisoned images, scale chosen on training-set validation."""
+    from ..core.tasks import BackdoorRecovery
+    from ..pipelines.backdoor import check_model_poison, load_backdoor, read_poison
+    from ..pipelines.common import load_data_for, load_model
+    from ..pipelines.unlearn import unlearn_to_folder
+
+    args = unlearn_args(uargs)
+    folder = run_dir or Path("runs/backdoor-recover")
+    loaded = load_model(model)
+    doc = read_poison(poison)
+    check_model_poison(loaded, doc)
+    bd = load_backdoor(doc, data_dir, load_data_for(loaded, None, data_dir))
+    task = BackdoorRecovery(bd)
+    with Bars() as bars:
+        rt = rt_for(device, batch_size, workers, bars)
+        result, report = unlearn_to_folder(loaded, bd.data, task, args, rt, folder, edited_out=out_path,
+                                           kind="backdoor-recover")
+    if rt.dist.is_main:
+        out.print(backdoor_table(f"backdoor recovery: {args.method}, {args.criterion} {100 * args.ratio:g}%, "
+                                 f"scale {result.scale:g}", {"backdoored": report["base"], "recovered": report["edited"]}))
+        inf = report.get("influence") or {}
+        for line in (hvp_note(inf.get("hessian")), solver_line(inf.get("stats"))):
+            if line:
+                say(line)
+        say(f"wrote {out_path}; mask, influence and report.json in {folder} ({report['seconds']:.0f} s)")
+
+
+@backdoor_app.command("evaluate")
+@handled
+def backdoor_evaluate(
+    poison: Annotated[Path, typer.Option(help="Poison file that defines the BD data and the trigger.")],
+    model: ModelOpt = Path(BACKDOOR_MODEL),
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON (- for stdout).")] = None,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Table 3's columns (BD data w/ BD label, w/ true label, clean test) and the attack success rate."""
+    from ..io.files import STDIO, write_json
+    from ..pipelines.backdoor import evaluate_backdoor
+    from ..pipelines.common import load_model
+
+    if str(json_path) == STDIO:
+        out.to_stderr()
+    report = evaluate_backdoor(load_model(model), poison, rt_for(device, 512, 0), data_dir)
+    out.print(backdoor_table("backdoor evaluation", {str(model): report}))
+    if json_path:
+        write_json(json_path, report)
+
+
+def csv(text: Optional[str], cast, name: str) -> Optional[list]:
+    if text is None:
+        return None
+    try:
+        vals = [cast(t.strip()) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--{name} must be a comma-separated list, got {text!r}") from None
+    if not vals:
+        raise UsageError(f"--{name} is empty")
+    return vals
+
+
+COMPARE_KEYS = {"model", "forget_label", "forget", "retrained", "methods", "criteria", "ratios", "scales", "solver",
+                "hessian_samples", "max_iter", "tol", "seed", "data_dir", "paper"}
+
+
+@app.command("compare")
+@handled
+def compare_cmd(
+    out_dir: Annotated[Path, typer.Option(help="Folder for results.json, results.md, results.png and every cell's files.")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML with any of the options below (configs/paper/); "
+                                                        "options given here win.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help=f"Model checkpoint (default {DEFAULT_MODEL}).")] = None,
+    forget_label: ForgetLabel = None,
+    forget: ForgetFile = None,
+    retrained: Annotated[Optional[Path], typer.Option(help="A model trained without the forget set (gif train "
+                                                           "--exclude-label K or --exclude FILE).")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default gif,fif,pif,grad).")] = None,
+    criteria: Annotated[Optional[str], typer.Option(help="Comma-separated criteria (default topk-outputs).")] = None,
+    ratios: Annotated[Optional[str], typer.Option(help="Comma-separated modification ratios (default 0.05,0.1,0.3,0.5).")] = None,
+    scales: Annotated[Optional[str], typer.Option(help="'auto' (validation sweep) or a comma-separated list to sweep.")] = None,
+    solver: Annotated[Optional[str], typer.Option(help="lsmr, cg, neumann or exact (default lsmr).")] = None,
+    hessian_samples: Annotated[Optional[int], typer.Option(help="Training samples in the Hessian sample (default 1024).")] = None,
+    max_iter: Annotated[Optional[int], typer.Option(help="Maximum solver iterations (default 100).")] = None,
+    tol: Annotated[Optional[float], typer.Option(help="Relative residual to stop at (default 1e-2).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of selection and Hessian sample (default 0).")] = None,
+    plot: Annotated[bool, typer.Option(help="Write results.png (needs the 'plot' extra: matplotlib).")] = True,
+    device: Device = "auto",
+    batch_size: BatchSize = 512,
+    workers: Workers = 0,
+    data_dir: DataDir = None,
+) -> None:
+    """Methods x criteria x ratios side by side, each scaled on validation, against retraining."""
+    import yaml
+
+    from ..core.args import UnlearnArgs
+    from ..core.steps import parse_scales
+    from ..pipelines.common import load_model
+    from ..pipelines.compare import compare, plot as plot_results
+
+    cfg: dict = {}
+    if config is not None:
+        try:
+            cfg = yaml.safe_load(config.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+            raise InputFileError(f"cannot read config {config}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if not isinstance(cfg, dict):
+            raise InputFileError(f"config {config} is not a YAML mapping")
+        unknown = set(cfg) - COMPARE_KEYS
+        if unknown:
+            raise InputFileError(f"config {config}: unknown keys {', '.join(sorted(unknown))}")
+
+    def pick(value, key, default):
+        if value is not None:
+            return value
+        v = cfg.get(key, default)
+        return ",".join(str(x) for x in v) if isinstance(v, list) else v
+
+    method_list = csv(pick(methods, "methods", "gif,fif,pif,grad"), str, "methods")
+    ratio_list = csv(pick(ratios, "ratios", "0.05,0.1,0.3,0.5"), float, "ratios")
+    criteria_list = csv(pick(criteria, "criteria", "topk-outputs"), str, "criteria")
+    scale_list = parse_scales(str(pick(scales, "scales", "auto")))
+    base = UnlearnArgs(solver=str(pick(solver, "solver", "lsmr")), tol=float(pick(tol, "tol", 1e-2)),
+                       max_iter=int(pick(max_iter, "max_iter", 100)),
+                       hessian_samples=int(pick(hessian_samples, "hessian_samples", 1024)),
+                       seed=int(pick(seed, "seed", 0)), scales=tuple(scale_list) if scale_list else None)
+    for c in criteria_list:
+        base.replace(criterion=c)
+    for r in ratio_list:
+        base.replace(ratio=r)
+    loaded, data = load(Path(pick(model, "model", DEFAULT_MODEL)), None, pick(data_dir, "data_dir", None))
+    label = pick(forget_label, "forget_label", None)
+    task = forget_task(data, None if label is None else int(label), pick(forget, "forget", None))
+    retrained_path = pick(retrained, "retrained", None)
+    with Bars() as bars:
+        rt = rt_for(device, batch_size, workers, bars)
+        result = compare(loaded, data, task, method_list, criteria_list, ratio_list, base, rt, out_dir,
+                         load_model(retrained_path) if retrained_path else None)
+    if not rt.dist.is_main:
+        return
+    png = plot_results(result, out_dir / "results.png") if plot else None
+    out.print((out_dir / "results.md").read_text())
+    say(f"wrote {out_dir}/results.json, results.md" + (", results.png" if png else
+                                                        (" (no plot: install the 'plot' extra)" if plot else "")))
+
+
+@app.command("spectrum")
+@handled
+def spectrum_cmd(
+    model: ModelOpt = Path(DEFAULT_MODEL),
+    samples: Annotated[int, typer.Option(help="Training samples in the Hessian sample.")] = 1024,
+    top: Annotated[int, typer.Option(help="How many eigenvalues of largest magnitude to report.")] = 100,
+    steps: Annotated[Optional[int], typer.Option(help="Lanczos steps (default 2 x --top).")] = None,
+    l2: Annotated[str, typer.Option(help="Comma-separated L2 weights lambda: eigenvalues of H + lambda I.")] = "0",
+    seed: Annotated[int, typer.Option(help="Seed of the Hessian sample and the start vector.")] = 0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the eigenvalues as JSON (- for stdout).")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG (needs matplotlib).")] = None,
+    hvp_mode: Annotated[str, typer.Option(help="retain, recompute or auto (see gif influence --help).")] = "auto",
+    dataset: DatasetOpt = None,
+    device: Device = "auto",
+    workers: Workers = 0,
+    data_dir: DataDir = None,
+) -> None:
+    """Top Hessian eigenvalues by Lanczos (same HVPs) and the share of negative ones per L2 weight (Figure 3)."""
+    from ..io.files import STDIO, write_json
+    from ..pipelines.spectrum import plot_spectrum, spectrum
+
+    if str(json_path) == STDIO:
+        out.to_stderr()
+    lams = csv(l2, float, "l2")
+    loaded, data = load(model, dataset, data_dir)
+    with Bars() as bars:
+        rt = rt_for(device, 512, workers, bars)
+        result = spectrum(loaded, data, samples, top, steps, lams, seed, rt, hvp_mode)
+    if not rt.dist.is_main:
+        return
+    table = Table(title=f"Hessian spectrum: top {top} by magnitude, {result['lanczos_steps']} Lanczos steps, "
+                        f"{result['seconds']:.0f} s")
+    for c in ("L2 weight", "largest", "smallest", "negative share"):
+        table.add_column(c, justify="right")
+    for p in result["per_l2"]:
+        table.add_row(f"{p['l2']:g}", f"{max(p['top_eigenvalues']):.4g}", f"{min(p['top_eigenvalues']):.4g}",
+                      f"{100 * p['negative_share']:.1f}%")
+    out.print(table)
+    if json_path:
+        write_json(json_path, result)
+    if plot_path and plot_spectrum(result, plot_path) is None:
+        say("no plot: matplotlib is not installed (pip install -e '.[plot]')")

@@ -1,0 +1,8 @@
+"""The unlearning core: tasks, arguments, methods, and the one ``run`` every command calls."""
+from .args import Runtime, UnlearnArgs
+from .methods import METHODS, Method, MethodOutcome
+from .run import UnlearnResult, run
+from .tasks import SCALE_CRITERIA, BackdoorRecovery, ClassRemoval, SampleRemoval, Target, Task
+
+__all__ = ["METHODS", "SCALE_CRITERIA", "BackdoorRecovery", "ClassRemoval", "Method", "MethodOutcome", "Runtime",
+           "SampleRemoval", "Target", "Task", "UnlearnArgs", "UnlearnResult", "run"]

@@ -1,0 +1,67 @@
+"""The unlearning core: ``run(task, model, data, args, runtime) -> UnlearnResult``.
+
+Every command (``remove-class``, ``remove-samples``, ``backdoor recover``, each ``compare``
+cell) and the Python API's ``unlearn`` call this; none of them holds a second copy of the chain.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from torch import nn
+
+from ..data.datasets import Data
+from ..errors import UsageError
+from ..models.specs import set_eval
+from .args import Runtime, UnlearnArgs
+from .methods import METHODS, MethodOutcome
+from .tasks import Task
+
+
+@dataclass
+class UnlearnResult:
+    """What an unlearning run did and measured (the edited model included)."""
+
+    task: dict
+    method: str
+    args: dict
+    outcome: MethodOutcome
+    base: Optional[dict] = None  # the task's report on the unedited model
+    edited: Optional[dict] = None  # ... and on the edited one
+    seconds: float = 0.0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.outcome.edited
+
+    @property
+    def scale(self) -> Optional[float]:
+        return self.outcome.hyper.get("scale")
+
+
+def resolve_weight_decay(args: UnlearnArgs, trained_weight_decay: Optional[float]) -> float:
+    if args.weight_decay == "auto":
+        if trained_weight_decay is None:
+            raise UsageError("--weight-decay auto: the model records no training weight decay; pass a number")
+        return float(trained_weight_decay)
+    return float(args.weight_decay)
+
+
+def run(task: Task, model: nn.Module, data: Data, args: UnlearnArgs, rt: Runtime,
+        trained_weight_decay: Optional[float] = None, report: bool = True) -> UnlearnResult:
+    """Unlearn ``task`` from ``model`` with ``args.method``; report both models on the test data."""
+    start = time.perf_counter()
+    method = METHODS.get(args.method)
+    task.criterion(args.scale_criterion)  # a criterion that does not fit the task fails before any work
+    wd = resolve_weight_decay(args, trained_weight_decay)
+    model = set_eval(model.to(rt.device))
+    outcome = method.unlearn(model, task, data, args, rt, wd)
+    result = UnlearnResult(task.describe(), args.method, args.as_dict(), outcome)
+    if report:
+        rt.report("evaluate", 0, None, "test set")
+        result.base = task.report(model, data, rt)
+        result.edited = task.report(outcome.edited, data, rt)
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,280 @@
+"""Tasks: what is forgotten, the data the Hessian is of, and how an edit is scored.
+
+A task gives the unlearning core four things:
+
+* ``target(data)``: the forget samples with the labels the model was trained with (and, for a
+  relabelling, the labels it should have learnt): ``g`` is the gradient of their loss;
+* ``hessian_pool(data, which)``: the training data whose mean loss H is the Hessian of:
+  ``remaining`` (the training data minus the forget set: eq. 9 with eps = -1) or ``all``;
+* ``scorer(criterion, ...)``: how a candidate edit is scored on the validation split (never on
+  the test set) to choose a scale or another hyper-parameter;
+* ``report(model, ...)``: the metrics of a finished model on the test data.
+
+Scale criteria (``--scale-criterion``; each task has a default):
+
+* ``f1`` (class removal): eq. 14's F1 of (1 - accuracy on the validation images of the class)
+  and the accuracy on the other validation images.
+* ``privacy`` (sample forgetting, default): a model retrained without the samples treats them
+  like data it never saw, so the scale whose edited model's mean loss on the forget set is
+  closest to its mean loss on the held-out validation images, among the scales that keep
+  validation accuracy within 0.5 points of the unedited model's.
+* ``repair`` (mislabeled or harmful samples): the scale with the best validation accuracy.
+* ``backdoor`` (relabelling a poisoned set): F1 of (1 - attack success on the poisoned
+  validation images) and the utility, the mean of their true-label accuracy and the clean
+  validation accuracy.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Optional
+
+import torch
+from torch import nn
+
+from ..data.backdoor import BackdoorData
+from ..data.datasets import Data, Split, materialise
+from ..data.forget import ResolvedForget
+from ..errors import GifError, UsageError
+from ..registry import Registry
+from .args import Runtime
+from .walk import Metrics, evaluate, predictions
+
+RETAIN_SAMPLE = 5000  # retained training samples a sample-forgetting report measures (fixed seed)
+PRIVACY_ACCURACY_SLACK = 0.005  # privacy criterion: validation accuracy may fall at most 0.5 points
+
+Scorer = Callable[[nn.Module], dict]
+
+
+@dataclass
+class Target:
+    """The forget samples: ``split`` carries the labels the model was trained with."""
+
+    split: Split
+    describe: dict
+    true_labels: Optional[torch.Tensor] = None  # relabel: the labels the model should have learnt
+
+    @property
+    def kind(self) -> str:
+        return "relabel" if self.true_labels is not None else "remove"
+
+
+def f1_score(forget_accuracy: float, test_accuracy: float) -> float:
+    """eq. (14): harmonic mean of (1 - forget accuracy) and test accuracy."""
+    a, b = 1.0 - forget_accuracy, test_accuracy
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def _acc(m: Metrics) -> float:
+    return m.accuracy if m.accuracy is not None else 0.0
+
+
+class Task(ABC):
+    """What to forget and how to score forgetting (see the module docstring)."""
+
+    name: ClassVar[str]
+    default_criterion: ClassVar[str]
+    criteria: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def target(self, data: Data) -> Target: ...
+
+    @abstractmethod
+    def hessian_pool(self, data: Data, which: str) -> Split: ...
+
+    @abstractmethod
+    def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict: ...
+
+    @abstractmethod
+    def describe(self) -> dict: ...
+
+    def retain(self, data: Data) -> Split:
+        """The training data that remains after forgetting (what a retrained model is trained on)."""
+        return self.hessian_pool(data, "remaining")
+
+    def criterion(self, name: Optional[str]) -> str:
+        name = name or self.default_criterion
+        if name not in self.criteria:
+            raise UsageError(f"scale criterion {name!r} does not apply to {self.name}; use {', '.join(self.criteria)}")
+        return name
+
+    def scorer(self, criterion: Optional[str], data: Data, base: nn.Module, rt: Runtime) -> Scorer:
+        return SCALE_CRITERIA.get(self.criterion(criterion))(self, data, base, rt)
+
+
+class ClassRemoval(Task):
+    name = "class removal"
+    default_criterion = "f1"
+    criteria = ("f1", "privacy", "repair")
+
+    def __init__(self, label: int) -> None:
+        self.label = int(label)
+
+    def _check(self, data: Data) -> None:
+        if not 0 <= self.label < data.num_classes:
+            raise UsageError(f"label {self.label} is outside the classes 0..{data.num_classes - 1}")
+
+    def target(self, data: Data) -> Target:
+        self._check(data)
+        fit = data.fit
+        split = fit.where(fit.labels == self.label)
+        if len(split) == 0:
+            raise GifError(f"the training split has no sample of label {self.label}")
+        return Target(split, {**self.describe(), "count": len(split)})
+
+    def hessian_pool(self, data: Data, which: str) -> Split:
+        self._check(data)
+        fit = data.fit
+        return fit if which == "all" else fit.where(fit.labels != self.label)
+
+    def split_by_label(self, split: Split) -> tuple[Split, Split]:
+        return split.where(split.labels == self.label), split.where(split.labels != self.label)
+
+    def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
+        forget, others = self.split_by_label(data.test_split)
+        f, t = evaluate(model, forget, rt, "test"), evaluate(model, others, rt, "test")
+        return {"forget": f.as_dict(), "test": t.as_dict(), "f1": f1_score(_acc(f), _acc(t))}
+
+    def describe(self) -> dict:
+        return {"kind": "label", "label": self.label}
+
+
+class SampleRemoval(Task):
+    name = "sample forgetting"
+    default_criterion = "privacy"
+    criteria = ("privacy", "repair")
+
+    def __init__(self, forget: ResolvedForget, criterion: str = "privacy") -> None:
+        self.forget = forget
+        if criterion not in self.criteria:
+            raise UsageError(f"scale criterion {criterion!r} does not apply to sample forgetting; use privacy or repair")
+        self.default_criterion = criterion  # type: ignore[misc]
+
+    def _mask(self, data: Data) -> torch.Tensor:
+        return torch.isin(data.fit_indices, self.forget.in_fit)
+
+    def target(self, data: Data) -> Target:
+        fit = data.fit
+        split = fit.where(self._mask(data))
+        return Target(split, {**self.describe(), "count": len(split)})
+
+    def hessian_pool(self, data: Data, which: str) -> Split:
+        fit = data.fit
+        return fit if which == "all" else fit.where(~self._mask(data))
+
+    def retain_sample(self, data: Data) -> Split:
+        return self.retain(data).sample(RETAIN_SAMPLE, seed=0)
+
+    def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
+        return {"forget": evaluate(model, self.target(data).split, rt, "forget").as_dict(),
+                "retain": evaluate(model, self.retain_sample(data), rt, "retained training").as_dict(),
+                "test": evaluate(model, data.test_split, rt, "test").as_dict()}
+
+    def describe(self) -> dict:
+        return {**self.forget.forget.describe(), "in_training": int(self.forget.in_fit.numel()),
+                "left_out_in_validation": self.forget.in_validation.tolist()}
+
+
+class BackdoorRecovery(Task):
+    name = "backdoor recovery"
+    default_criterion = "backdoor"
+    criteria = ("backdoor",)
+
+    def __init__(self, backdoor: BackdoorData) -> None:
+        self.bd = backdoor
+
+    def target(self, data: Data) -> Target:
+        wrong = self.bd.poisoned_fit(true_labels=False)
+        true = self.bd.poisoned_fit(true_labels=True)
+        return Target(wrong, {**self.describe(), "count": len(wrong)}, true.labels)
+
+    def hessian_pool(self, data: Data, which: str) -> Split:
+        # remaining: the clean images; all: every training image as the backdoored model saw it
+        return self.bd.fit(true_labels=False) if which == "all" else self.bd.clean_fit()
+
+    def retain(self, data: Data) -> Split:
+        return self.bd.fit(true_labels=True)  # retraining relabels the poisoned images correctly
+
+    def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
+        target = self.bd.target_label
+        bd = self.bd.bd_data()
+        bd_pred = predictions(model, bd, rt)
+        trig_pred = predictions(model, self.bd.triggered_test, rt)
+        test = evaluate(model, data.test_split, rt, "test")
+        return {
+            "bd_data_backdoor_label_accuracy": float((bd_pred == target).double().mean()),
+            "bd_data_true_label_accuracy": float((bd_pred == bd.labels).double().mean()),
+            "test_accuracy": test.accuracy,
+            "attack_success_rate": float((trig_pred == target).double().mean()),
+            "counts": {"bd_data": len(bd), "test": test.count, "triggered_test": len(self.bd.triggered_test)},
+        }
+
+    def describe(self) -> dict:
+        return {"kind": "relabel", "poison_sha256": self.bd.doc["indices_sha256"], "target_label": self.bd.target_label}
+
+
+# ---------------------------------------------------------------------------------------------
+# scale criteria: (task, data, unedited model, runtime) -> scorer(model) -> row with "objective"
+SCALE_CRITERIA: Registry[Callable[[Task, Data, nn.Module, Runtime], Scorer]] = Registry("scale criterion")
+
+
+@SCALE_CRITERIA.register("f1")
+def _f1(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
+    if not isinstance(task, ClassRemoval):
+        raise UsageError("the f1 criterion needs a class to forget")
+    forget, others = (materialise(s, rt.batch_size, rt.workers) for s in task.split_by_label(data.validation))
+
+    def score(model: nn.Module) -> dict:
+        f, t = evaluate(model, forget, rt, "validation"), evaluate(model, others, rt, "validation")
+        f1 = f1_score(_acc(f), _acc(t))
+        return {"forget": f.as_dict(), "test": t.as_dict(), "f1": f1, "feasible": True, "objective": f1}
+
+    return score
+
+
+@SCALE_CRITERIA.register("privacy")
+def _privacy(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
+    forget = materialise(task.target(data).split, rt.batch_size, rt.workers)
+    validation = materialise(data.validation, rt.batch_size, rt.workers)
+    floor = _acc(evaluate(base, validation, rt, "validation")) - PRIVACY_ACCURACY_SLACK
+
+    def score(model: nn.Module) -> dict:
+        f, v = evaluate(model, forget, rt, "forget"), evaluate(model, validation, rt, "validation")
+        gap = abs((f.loss or 0.0) - (v.loss or 0.0))
+        ok = _acc(v) >= floor
+        return {"forget": f.as_dict(), "validation": v.as_dict(), "loss_gap": gap, "feasible": ok,
+                "objective": -gap}
+
+    return score
+
+
+@SCALE_CRITERIA.register("repair")
+def _repair(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
+    validation = materialise(data.validation, rt.batch_size, rt.workers)
+
+    def score(model: nn.Module) -> dict:
+        v = evaluate(model, validation, rt, "validation")
+        return {"validation": v.as_dict(), "feasible": True, "objective": _acc(v)}
+
+    return score
+
+
+@SCALE_CRITERIA.register("backdoor")
+def _backdoor(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
+    if not isinstance(task, BackdoorRecovery):
+        raise UsageError("the backdoor criterion needs a poison file")
+    bd = task.bd
+    poisoned = materialise(bd.validation(poisoned=True), rt.batch_size, rt.workers)
+    clean = materialise(bd.validation(poisoned=False), rt.batch_size, rt.workers)
+    not_target = poisoned.labels != bd.target_label
+
+    def score(model: nn.Module) -> dict:
+        vp = predictions(model, poisoned, rt)
+        asr = float((vp[not_target] == bd.target_label).double().mean()) if bool(not_target.any()) else 0.0
+        true_acc = float((vp == poisoned.labels).double().mean()) if len(poisoned) else 0.0
+        clean_acc = _acc(evaluate(model, clean, rt, "validation"))
+        utility = 0.5 * (true_acc + clean_acc)
+        f1 = f1_score(asr, utility)
+        return {"attack_success": asr, "utility": utility, "f1": f1, "feasible": True, "objective": f1}
+
+    return score

@@ -1,0 +1,133 @@
+"""gif evaluate: a model's metrics on the test data for a forget request, against references.
+
+* no forget set: loss and accuracy on every test image;
+* a class (``label``): ``forget`` = the test images of the class, ``test`` = the other test
+  images, F1 (eq. 14), and the membership-inference share on the class's training images;
+* a sample forget set: ``forget`` = those training samples, ``retain`` = a fixed sample of the
+  remaining training data, ``test`` = every test image, and the membership-inference share on
+  the forget set beside the share on held-out (validation) images.
+
+With a ``baseline`` (any other model) the report adds its metrics, test-set agreement and the
+parameter distance; with ``retrained`` (a model trained without the forget set) also the gap on
+each metric, their mean ("Avg. Gap": mean absolute difference over forget, retain and test
+accuracy and the forget-set MIA share, in points of 0-1 values), the agreement with the
+retrained model on the forget set, and the mean KL(p_retrained || p_model) there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import nn
+
+from ..core.args import Runtime
+from ..core.metrics import agreement, avg_gap, l2_distance, mean_kl, mia_shares
+from ..core.tasks import ClassRemoval, SampleRemoval, Task, f1_score
+from ..core.walk import evaluate as evaluate_split
+from ..data.datasets import Data
+from ..errors import GifError
+from ..io.files import provenance
+from .common import Loaded
+
+GAP_KEYS = {"label": ("forget.accuracy", "test.accuracy", "mia.forget"),
+            "samples": ("forget.accuracy", "retain.accuracy", "test.accuracy", "mia.forget")}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_test_acc: Optional[float] = None  # percent
+    max_forget_acc: Optional[float] = None  # percent
+    max_gap: Optional[float] = None  # points (percent) of Avg. Gap
+
+    def as_dict(self) -> dict:
+        return {"min_test_acc": self.min_test_acc, "max_forget_acc": self.max_forget_acc, "max_gap": self.max_gap}
+
+
+def model_metrics(model: nn.Module, data: Data, task: Optional[Task], rt: Runtime, mia: bool = True) -> dict:
+    """The metrics of one model for one forget request (see the module docstring)."""
+    if task is None:
+        return {"test": evaluate_split(model, data.test_split, rt, "test").as_dict()}
+    out = task.report(model, data, rt)
+    if isinstance(task, ClassRemoval):
+        if mia:
+            fit = data.fit
+            members = fit.where(fit.labels != task.label)
+            _, others = task.split_by_label(data.test_split)
+            forget_train = fit.where(fit.labels == task.label)
+            out["mia"] = mia_shares(model, members, others, {"forget": forget_train}, rt)
+        return out
+    if isinstance(task, SampleRemoval) and mia:
+        out["mia"] = mia_shares(model, task.retain(data), data.test_split,
+                                {"forget": task.target(data).split, "held_out": data.validation}, rt)
+    return out
+
+
+def against(model: nn.Module, metrics: dict, reference: Loaded, ref_metrics: dict, data: Data,
+            task: Optional[Task], rt: Runtime, retrained: bool) -> dict:
+    out = {"model": reference.path, "model_sha256": reference.sha, **ref_metrics,
+           "agreement_test": agreement(model, reference.model, data.test_split, rt),
+           "l2_distance": l2_distance(model, reference.model),
+           "train_seconds": reference.meta.get("train_seconds")}
+    if retrained and task is not None:
+        kind = "label" if isinstance(task, ClassRemoval) else "samples"
+        forget = task.target(data).split if not isinstance(task, ClassRemoval) else \
+            task.split_by_label(data.test_split)[0]
+        out["gaps"] = {k: _gap(metrics, ref_metrics, k) for k in GAP_KEYS[kind]}
+        out["avg_gap"] = avg_gap(metrics, ref_metrics, GAP_KEYS[kind])
+        out["agreement_forget"] = agreement(model, reference.model, forget, rt)
+        out["kl_forget"] = mean_kl(reference.model, model, forget, rt)
+    return out
+
+
+def _gap(a: dict, b: dict, key: str) -> Optional[float]:
+    return avg_gap(a, b, [key])
+
+
+def evaluate_report(loaded: Loaded, data: Data, task: Optional[Task], rt: Runtime,
+                    baseline: Optional[Loaded] = None, retrained: Optional[Loaded] = None,
+                    thresholds: Thresholds = Thresholds(), mia: bool = True) -> dict:
+    for other in (baseline, retrained):
+        if other is not None and (other.meta.get("num_classes") != loaded.meta.get("num_classes")
+                                  or list(other.meta.get("input_shape", [])) != list(loaded.meta.get("input_shape", []))):
+            raise GifError(f"{other.path} is a model of another dataset or class count than {loaded.path}")
+    metrics = model_metrics(loaded.model, data, task, rt, mia)
+    report = {"format": "gif-report", "version": 1, "model": loaded.path, "model_sha256": loaded.sha,
+              "dataset": data.spec.name, "forget_request": task.describe() if task is not None else None, **metrics}
+    if baseline is not None:
+        report["baseline"] = against(loaded.model, metrics, baseline, model_metrics(baseline.model, data, task, rt, mia),
+                                     data, task, rt, retrained=False)
+    if retrained is not None:
+        report["retrained"] = against(loaded.model, metrics, retrained,
+                                      model_metrics(retrained.model, data, task, rt, mia), data, task, rt, retrained=True)
+    report["thresholds"] = thresholds.as_dict()
+    report["violations"] = violations(report, thresholds)
+    report["passed"] = not report["violations"]
+    report["provenance"] = provenance(kind="evaluate")
+    return report
+
+
+def violations(report: dict, t: Thresholds) -> list[str]:
+    out = []
+    test_acc = report["test"]["accuracy"]
+    if t.min_test_acc is not None and (test_acc is None or 100 * test_acc < t.min_test_acc):
+        out.append(f"test accuracy {_pct(test_acc)} < {t.min_test_acc}%")
+    if t.max_forget_acc is not None:
+        if "forget" not in report:
+            raise GifError("--max-forget-acc needs a forget request (--forget-label or --forget)")
+        fa = report["forget"]["accuracy"]
+        if fa is not None and 100 * fa > t.max_forget_acc:
+            out.append(f"forget accuracy {_pct(fa)} > {t.max_forget_acc}%")
+    if t.max_gap is not None:
+        gap = (report.get("retrained") or {}).get("avg_gap")
+        if gap is None:
+            raise GifError("--max-gap needs --retrained and a forget request")
+        if 100 * gap > t.max_gap:
+            out.append(f"Avg. Gap {100 * gap:.2f} points > {t.max_gap}")
+    return out
+
+
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+__all__ = ["Thresholds", "evaluate_report", "f1_score", "model_metrics"]
