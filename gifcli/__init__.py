@@ -1,5 +1,9 @@
-"""gif: make trained PyTorch classifiers forget data with Generalized Influence Functions."""
-__version__ = "0.1.0"
+"""gif: make trained PyTorch classifiers forget data with Generalized Influence Functions.
+
+The Python API (see gifcli/api.py and docs/python-api.md): ``select``, ``influence``,
+``apply``, ``evaluate`` and ``unlearn``; ``load_checkpoint`` rebuilds a gif checkpoint's model.
+"""
+__version__ = "0.2.0"
 
 
 def load_checkpoint(path, device="cpu"):
@@ -9,4 +13,12 @@ def load_checkpoint(path, device="cpu"):
     return _load(path, device)
 
 
-__all__ = ["__version__", "load_checkpoint"]
+def __getattr__(name):  # the API on first use: `import gifcli` stays light for the CLI
+    if name in ("select", "influence", "apply", "evaluate", "unlearn"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'gifcli' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "apply", "evaluate", "influence", "load_checkpoint", "select", "unlearn"]

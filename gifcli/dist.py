@@ -61,6 +61,14 @@ class Dist:
         t = torch.tensor(values, dtype=torch.float64, device=self.collective_device())
         return self.sum(t).cpu().tolist()
 
+    def max_scalars(self, *values: float) -> list[float]:
+        """Maxima over ranks of a few Python numbers."""
+        if not self.enabled:
+            return [float(v) for v in values]
+        t = torch.tensor(values, dtype=torch.float64, device=self.collective_device())
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return t.cpu().tolist()
+
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenation over ranks (in rank order) of 1-D tensors of any lengths."""
         if not self.enabled:

@@ -55,7 +55,7 @@ class _Out:
         self.console = err
 
     def print(self, *objects: Any) -> None:
-        self.console.print(*[Text(o) if isinstance(o, str) else o for o in objects])
+        self.console.print(*[Text(one_line(o)) if isinstance(o, str) else o for o in objects])
 
 
 err = _console(True)
@@ -68,11 +68,16 @@ def say(text: str) -> None:
 
 
 def warn(text: str) -> None:
-    err.print(Text.assemble(("warning: ", "yellow"), text))
+    err.print(Text.assemble(("warning: ", "yellow"), one_line(text)))
+
+
+def one_line(text: str) -> str:
+    """A message as one line: control characters (a newline in a file name) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _fail_line(message: str) -> None:
-    err.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
+    err.print(Text.assemble(("error: ", "red"), one_line(message)), soft_wrap=True)
 
 
 def _rank() -> int:
@@ -98,7 +103,7 @@ def handled(fn: Callable) -> Callable:
             left = files.written()
             note = ("no output file was written" if not left else
                     "files already complete: " + ", ".join(str(p) for p in left))
-            err.print(Text.assemble(("interrupted ", "red"), f"({note}; no partial file is left)"))
+            err.print(Text.assemble(("interrupted ", "red"), one_line(f"({note}; no partial file is left)")))
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort):
             raise
@@ -125,6 +130,14 @@ def _exit(message: str, code: int, post: bool = True) -> None:
     if d.is_main:  # one line per run: rank 0 prints it, whichever rank failed
         _fail_line(message)
     raise typer.Exit(code)
+
+
+def single_process(command: str) -> None:
+    """Commands without a data-parallel form refuse torchrun rather than run N times."""
+    from ..dist import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise UsageError(f"gif {command} runs in one process; launch it without torchrun")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,10 +5,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import UsageError
-from .app import ALL_OPTIONS, SELECT_OPTIONS, SOLVE_OPTIONS, Bars, app, handled, out, say, unlearn_args, warn, \
-    with_options
+from .app import ALL_OPTIONS, SELECT_OPTIONS, SOLVE_OPTIONS, Bars, app, handled, out, say, single_process, \
+    unlearn_args, warn, with_options
 
 DEFAULT_MODEL = "checkpoints/mnist_cnn.safetensors"
 
@@ -34,6 +35,8 @@ MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="Per-channel mean
                                                                "computed from the training images).")]
 StdOpt = Annotated[Optional[str], typer.Option("--std", help="Per-channel std, comma-separated (default: computed "
                                                              "from the training images).")]
+Deterministic = Annotated[bool, typer.Option(
+    "--deterministic", help="torch.use_deterministic_algorithms: CUDA runs repeat bit for bit (slower); recorded.")]
 ArchKwargs = Annotated[Optional[str], typer.Option("--arch-kwargs", help="JSON object of keyword arguments for "
                                                                          "the architecture.")]
 
@@ -47,10 +50,10 @@ def floats(text: Optional[str], name: str) -> Optional[list[float]]:
         raise UsageError(f"--{name} must be comma-separated numbers, got {text!r}") from None
 
 
-def rt_for(device: str, batch_size: int, workers: int, bars=None):
+def rt_for(device: str, batch_size: int, workers: int, bars=None, deterministic: bool = False):
     from ..pipelines.common import runtime
 
-    return runtime(device, batch_size, workers, bars)
+    return runtime(device, batch_size, workers, bars, deterministic)
 
 
 def load(model: Path, dataset: Optional[str], data_dir: Optional[str]):
@@ -89,7 +92,7 @@ def num(v: Optional[float], fmt: str = ".4f") -> str:
 
 def metrics_table(title: str, rows: dict[str, dict]) -> Table:
     """forget/test (and retain, F1, MIA) of each model, whichever the reports hold."""
-    table = Table(title=title)
+    table = Table(title=Text(title))
     table.add_column("model", overflow="fold")
     any_row = next(iter(rows.values()))
     cols = []
@@ -107,7 +110,7 @@ def metrics_table(title: str, rows: dict[str, dict]) -> Table:
     for name, _ in cols:
         table.add_column(name, justify="right")
     for name, r in rows.items():
-        table.add_row(name, *[fn(r) for _, fn in cols])
+        table.add_row(Text(name), *[fn(r) for _, fn in cols])
     return table
 
 
@@ -158,6 +161,7 @@ def train(
     data_dir: DataDir = None,
 ) -> None:
     """Train a model from a YAML config and save a checkpoint that records how it was made."""
+    single_process("train")
     from ..config import TrainConfig, load_train_config
     from ..data.forget import read_forget
     from ..models.specs import parse_kwargs
@@ -198,6 +202,7 @@ def import_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Turn weights you already have into a gif checkpoint, measuring its test accuracy."""
+    single_process("import")
     from ..data.datasets import DatasetSpec
     from ..models.specs import parse_kwargs
     from ..pipelines.train import import_weights
@@ -228,6 +233,7 @@ def forget_set_cmd(
     data_dir: DataDir = None,
 ) -> None:
     """Write a forget set: a random share, a class (or part of it), image files, or an index list."""
+    single_process("forget-set")
     from ..data.datasets import DatasetSpec, load_data
     from ..data.forget import make_forget_set, read_forget, write_forget
     from ..io.files import STDIO
@@ -312,6 +318,7 @@ def influence_cmd(
     batch_size: BatchSize = 512,
     workers: Workers = 0,
     data_dir: DataDir = None,
+    deterministic: Deterministic = False,
     uargs: Any = None,
 ) -> None:
     """Compute the influence of the forget set on J (least squares H_J delta = -g) and save it."""
@@ -331,11 +338,11 @@ def influence_cmd(
     task = forget_task(data, forget_label, forget)
     wd = resolve_weight_decay(args, loaded.trained_weight_decay)
     with Bars() as bars:
-        rt = rt_for(device, batch_size, workers, bars)
+        rt = rt_for(device, batch_size, workers, bars, deterministic)
         run = influence(loaded.model, J, task.target(data), task.hessian_pool(data, args.hessian_data), args, rt, wd)
     if rt.dist.is_main:
         write_influence_file(out_path, run, loaded, mask if args.method != "if" else None)
-    note = hvp_note(run.info.get("hessian"))
+    note = hvp_note({**(run.info.get("hessian") or {}), **run.environment})
     if note:
         say(note)
     say(f"wrote {out_path}: {args.method} over {run.J.size} parameters, "
@@ -351,6 +358,7 @@ def apply_cmd(
     model: ModelOpt = Path(DEFAULT_MODEL),
 ) -> None:
     """Apply a scaled influence vector to the model's parameters J and save the edited model."""
+    single_process("apply")
     from ..pipelines.common import apply_file, load_model
 
     meta = apply_file(load_model(model), influence, scale, out_path)
@@ -417,7 +425,8 @@ def evaluate_cmd(
 def _unlearn_output(result, report, folder: Path, title: str) -> None:
     out.print(metrics_table(title, {"base": report["base"], "edited": report["edited"]}))
     inf = report.get("influence") or {}
-    for line in (hvp_note(inf.get("hessian")), solver_line(inf.get("stats"))):
+    env = result.outcome.influence.environment if result.outcome.influence is not None else {}
+    for line in (hvp_note({**(inf.get("hessian") or {}), **env}), solver_line(inf.get("stats"))):
         if line:
             say(line)
     names = ", ".join(Path(f["path"]).name for f in report["files"].values())
@@ -436,6 +445,7 @@ def remove_class_cmd(
     batch_size: BatchSize = 512,
     workers: Workers = 0,
     data_dir: DataDir = None,
+    deterministic: Deterministic = False,
     uargs: Any = None,
 ) -> None:
     """Forget a class: select -> influence -> scale chosen on validation -> apply -> evaluate."""
@@ -448,7 +458,7 @@ def remove_class_cmd(
     task = forget_task(data, label, None)
     assert isinstance(task, ClassRemoval)
     with Bars() as bars:
-        rt = rt_for(device, batch_size, workers, bars)
+        rt = rt_for(device, batch_size, workers, bars, deterministic)
         result, report = unlearn_to_folder(loaded, data, task, args, rt, folder, kind="remove-class")
     if rt.dist.is_main:
         _unlearn_output(result, report, folder, f"remove class {label}: {args.method}, {args.criterion} "
@@ -467,6 +477,7 @@ def remove_samples_cmd(
     batch_size: BatchSize = 512,
     workers: Workers = 0,
     data_dir: DataDir = None,
+    deterministic: Deterministic = False,
     uargs: Any = None,
 ) -> None:
     """Forget a set of training samples; the scale is chosen by --scale-criterion (privacy or repair)."""
@@ -480,7 +491,7 @@ def remove_samples_cmd(
     if left:
         warn(f"{left} forget indices fall in gif's validation split (never trained on): left out, listed in the report")
     with Bars() as bars:
-        rt = rt_for(device, batch_size, workers, bars)
+        rt = rt_for(device, batch_size, workers, bars, deterministic)
         result, report = unlearn_to_folder(loaded, data, task, args, rt, folder, kind="remove-samples")
     if rt.dist.is_main:
         crit = task.criterion(args.scale_criterion)
@@ -488,3 +499,20 @@ def remove_samples_cmd(
                                                 f"{args.criterion} {100 * args.ratio:g}%, scale {result.scale:g} ({crit})")
 
 
+
+
+@app.command("verify")
+@handled
+def verify_cmd(
+    edited: Annotated[Path, typer.Argument(help="Edited checkpoint (written by apply, remove-class, ...).")],
+    base: Annotated[Optional[Path], typer.Option(help="Base model (default: the path the edit records, if present).")] = None,
+    mask: Annotated[Optional[Path], typer.Option(help="Mask (default: the path the influence file records).")] = None,
+    influence: Annotated[Optional[Path], typer.Option(help="Influence file (default: the path the edit records).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail unless every link can be checked (every file found).")] = False,
+) -> None:
+    """Prove an edited checkpoint is base - scale x delta: re-derive it and check every sha256 of the chain."""
+    from ..pipelines.verify import verify
+
+    v = verify(edited, base, mask, influence, strict)
+    note = f"; not checked: {', '.join(v.unchecked)}" if v.unchecked else ""
+    say(f"verified {edited}: {'; '.join(v.checked)}{note}")

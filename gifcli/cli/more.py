@@ -4,11 +4,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import InputFileError, UsageError
-from .app import ALL_OPTIONS, Bars, app, handled, out, say, unlearn_args, with_options
-from .commands import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Device, ForgetFile, ForgetLabel, ModelOpt,
-                       Workers, forget_task, hvp_note, load, pct, rt_for, solver_line)
+from .app import ALL_OPTIONS, Bars, app, handled, out, say, single_process, unlearn_args, with_options
+from .commands import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Deterministic, Device, ForgetFile, ForgetLabel,
+                       ModelOpt, Workers, forget_task, hvp_note, load, pct, rt_for, solver_line)
 
 backdoor_app = typer.Typer(help="Implant a trigger, train the backdoored model, recover it with GIF (section 5.3).",
                            no_args_is_help=True, rich_markup_mode=None)
@@ -27,6 +28,7 @@ def backdoor_poison(
     data_dir: DataDir = None,
 ) -> None:
     """Choose the poisoned training images and record them, the trigger and the target label."""
+    single_process("backdoor poison")
     from ..io.files import write_json
     from ..pipelines.backdoor import make_poison_doc
 
@@ -50,6 +52,7 @@ def backdoor_train(
     data_dir: DataDir = None,
 ) -> None:
     """Train on the poisoned training set (backdoored model) or on its true labels (--true-labels)."""
+    single_process("backdoor train")
     from ..config import load_train_config
     from ..pipelines.backdoor import train_backdoor
 
@@ -61,12 +64,12 @@ def backdoor_train(
 
 
 def backdoor_table(title: str, rows: dict[str, dict]) -> Table:
-    table = Table(title=title)
+    table = Table(title=Text(title))
     table.add_column("model", overflow="fold")
     for c in ("BD data w/ BD label", "BD data w/ true label", "clean test", "attack success"):
         table.add_column(c, justify="right")
     for name, r in rows.items():
-        table.add_row(name, pct(r["bd_data_backdoor_label_accuracy"]), pct(r["bd_data_true_label_accuracy"]),
+        table.add_row(Text(name), pct(r["bd_data_backdoor_label_accuracy"]), pct(r["bd_data_true_label_accuracy"]),
                       pct(r["test_accuracy"]), pct(r["attack_success_rate"]))
     return table
 
@@ -84,6 +87,7 @@ def backdoor_recover(
     batch_size: BatchSize = 512,
     workers: Workers = 0,
     data_dir: DataDir = None,
+    deterministic: Deterministic = False,
     uargs: Any = None,
 ) -> None:
     """Undo the backdoor: relabel GIF on the poisoned images, scale chosen on training-set validation."""
@@ -100,14 +104,15 @@ def backdoor_recover(
     bd = load_backdoor(doc, data_dir, load_data_for(loaded, None, data_dir))
     task = BackdoorRecovery(bd)
     with Bars() as bars:
-        rt = rt_for(device, batch_size, workers, bars)
+        rt = rt_for(device, batch_size, workers, bars, deterministic)
         result, report = unlearn_to_folder(loaded, bd.data, task, args, rt, folder, edited_out=out_path,
                                            kind="backdoor-recover")
     if rt.dist.is_main:
         out.print(backdoor_table(f"backdoor recovery: {args.method}, {args.criterion} {100 * args.ratio:g}%, "
                                  f"scale {result.scale:g}", {"backdoored": report["base"], "recovered": report["edited"]}))
         inf = report.get("influence") or {}
-        for line in (hvp_note(inf.get("hessian")), solver_line(inf.get("stats"))):
+        env = result.outcome.influence.environment if result.outcome.influence is not None else {}
+        for line in (hvp_note({**(inf.get("hessian") or {}), **env}), solver_line(inf.get("stats"))):
             if line:
                 say(line)
         say(f"wrote {out_path}; mask, influence and report.json in {folder} ({report['seconds']:.0f} s)")
@@ -175,6 +180,7 @@ def compare_cmd(
     device: Device = "auto",
     batch_size: BatchSize = 512,
     workers: Workers = 0,
+    deterministic: Deterministic = False,
     data_dir: DataDir = None,
 ) -> None:
     """Methods x criteria x ratios side by side, each scaled on validation, against retraining."""
@@ -220,7 +226,7 @@ def compare_cmd(
     task = forget_task(data, None if label is None else int(label), pick(forget, "forget", None))
     retrained_path = pick(retrained, "retrained", None)
     with Bars() as bars:
-        rt = rt_for(device, batch_size, workers, bars)
+        rt = rt_for(device, batch_size, workers, bars, deterministic)
         result = compare(loaded, data, task, method_list, criteria_list, ratio_list, base, rt, out_dir,
                          load_model(retrained_path) if retrained_path else None)
     if not rt.dist.is_main:

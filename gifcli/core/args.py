@@ -141,6 +141,7 @@ class Runtime:
     dist: Dist = SINGLE
     loss: SumLoss = cross_entropy_sum
     progress: Optional[ProgressFn] = field(default=None, compare=False)
+    deterministic: bool = False  # torch.use_deterministic_algorithms (what CUDA runs need to repeat bit for bit)
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:

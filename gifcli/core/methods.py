@@ -64,8 +64,11 @@ class InfluenceMethod(Method):
         selection = None if self.name == "if" else select(model, target, args, rt, len(pool))
         run = influence(model, None if selection is None else selection.J, target, pool, args.replace(method=self.name),
                         rt, weight_decay)
-        scorer = task.scorer(args.scale_criterion, data, model, rt)
-        scale, rows = sweep_scales(model, run.J, run.delta, args.scales or DEFAULT_SCALES, scorer, rt)
+        if args.scales is not None and len(args.scales) == 1:  # a given scale: nothing to choose
+            scale, rows = args.scales[0], []
+        else:
+            scorer = task.scorer(args.scale_criterion, data, model, rt)
+            scale, rows = sweep_scales(model, run.J, run.delta, args.scales or DEFAULT_SCALES, scorer, rt)
         edited = edited_copy(model, run.J, run.delta, scale)
         return MethodOutcome(edited, {"scale": scale}, rows, selection, run, time.perf_counter() - start)
 

@@ -67,9 +67,12 @@ def select(model: nn.Module, target: Target, args: UnlearnArgs, rt: Runtime, poo
             scores = {n: s.cpu() / max(count, 1) for n, s in sums.items()}
         elif args.criterion == "topk-gradients":
             scores = gradient_scores(model, target_gradient(model, target, pool_size, rt).cpu())
-        return select_J(model, args.criterion, args.ratio, scores, args.seed, args.threshold)
+        selection = select_J(model, args.criterion, args.ratio, scores, args.seed, args.threshold)
     except SelectionError as exc:
         raise UsageError(str(exc)) from None
+    if selection.J.size == 0:
+        raise UsageError(f"ratio {args.ratio:g} selects no parameter of this model: raise --ratio")
+    return selection
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,9 +82,10 @@ class InfluenceRun:
 
     delta: torch.Tensor
     J: IndexSet
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # what decided the result: goes into the influence file
     seconds: float = 0.0
     stats: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)  # what this machine had (memory budget): report only
 
 
 def free_memory(device: torch.device) -> int:
@@ -120,12 +124,14 @@ def hessian_sample(model: nn.Module, pool: Split, args: UnlearnArgs, rt: Runtime
                   "ranks": rt.dist.world}
     if args.hvp_mode == "auto":
         per_batch = hess.graph_bytes()
-        need = per_batch * len(local)
-        budget = args.memory_budget or GRAPH_BUDGET_SHARE * free_memory(rt.device)
+        # every rank decides alike: the largest need against the smallest budget
+        need, neg_budget = rt.dist.max_scalars(per_batch * len(local),
+                                               -(args.memory_budget or GRAPH_BUDGET_SHARE * free_memory(rt.device)))
+        budget = -neg_budget
         if need > budget:
             hess.mode = "recompute"
-        info.update({"hvp_mode": hess.mode, "hvp_mode_requested": "auto", "graph_bytes_estimate": need,
-                     "graph_budget_bytes": int(budget)})
+        info.update({"hvp_mode": hess.mode, "hvp_mode_requested": "auto", "graph_bytes_estimate": int(need)})
+        info["_budget"] = int(budget)  # the machine's, not the run's: kept out of the files
     return hess, info
 
 
@@ -150,6 +156,7 @@ def influence(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Spl
     if J is None:
         J = IndexSet.everything(space_of(model))
     hess, hinfo = hessian_sample(model, pool, args, rt, weight_decay)
+    environment = {"graph_budget_bytes": hinfo.pop("_budget")} if "_budget" in hinfo else {}
     iterations = {"done": 0}
 
     def progress(i: int, total: int, residual: float) -> None:
@@ -176,10 +183,11 @@ def influence(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Spl
         "hessian": hinfo,
         "gradient_norm": float(g.norm()),
         "device": str(rt.device),
+        "deterministic": rt.deterministic,
         "dtype": str(g.dtype).replace("torch.", ""),
         "sign_convention": "gif apply sets theta_J <- theta_J - scale * delta; scale > 0 removes the target",
     }
-    return InfluenceRun(result.delta.detach().cpu(), result.index_set, info, seconds, stats.as_dict())
+    return InfluenceRun(result.delta.detach().cpu(), result.index_set, info, seconds, stats.as_dict(), environment)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -278,3 +278,57 @@ def _backdoor(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
         return {"attack_success": asr, "utility": utility, "f1": f1, "feasible": True, "objective": f1}
 
     return score
+
+
+@dataclass
+class SplitData:
+    """Data given as ready splits (the Python API): the parts of :class:`Data` that tasks use."""
+
+    fit: Split  # the training data the Hessian pool is drawn from
+    validation: Optional[Split] = None
+    test: Optional[Split] = None
+    num_classes: int = 0
+
+    @property
+    def test_split(self) -> Split:
+        if self.test is None:
+            raise UsageError("this needs test data: pass test=...")
+        return self.test
+
+
+class GivenForget(Task):
+    """Forget samples given as a split; the retained training data is the data's ``fit`` split."""
+
+    name = "sample forgetting"
+    default_criterion = "privacy"
+    criteria = ("privacy", "repair")
+
+    def __init__(self, forget: Split, criterion: str = "privacy") -> None:
+        if len(forget) == 0:
+            raise UsageError("the forget set is empty")
+        self.forget = forget
+        self.default_criterion = criterion  # type: ignore[misc]
+        self.criterion(criterion)
+
+    def target(self, data) -> Target:
+        return Target(self.forget, {**self.describe(), "count": len(self.forget)})
+
+    def hessian_pool(self, data, which: str) -> Split:
+        if which == "all":
+            from ..data.datasets import concat
+
+            try:
+                return concat(data.fit, self.forget)
+            except ValueError:
+                raise UsageError("hessian_data='all' needs the forget samples and the training data to come from "
+                                 "one dataset; pass the retained data and use 'remaining'") from None
+        return data.fit
+
+    def report(self, model: nn.Module, data, rt: Runtime) -> dict:
+        out = {"forget": evaluate(model, self.forget, rt, "forget").as_dict()}
+        if getattr(data, "test", None) is not None or isinstance(data, Data):
+            out["test"] = evaluate(model, data.test_split, rt, "test").as_dict()
+        return out
+
+    def describe(self) -> dict:
+        return {"kind": "samples", "count": len(self.forget)}

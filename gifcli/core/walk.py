@@ -40,13 +40,21 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def to_model(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Inputs on the model's device, floats in its dtype (a float64 model gets float64 inputs)."""
+    p = next(iter(model.parameters()), None)
+    if p is None:
+        return x
+    return x.to(p.device, p.dtype if x.is_floating_point() else None)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, rt: Runtime, what: str = "evaluation") -> Metrics:
     """Mean loss (the run's loss) and accuracy on ``split``; refuses non-finite outputs."""
     device = _device(model)
     total = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     for x, y in shard_batches(split, rt):
-        x, y = x.to(device), y.to(device)
+        x, y = to_model(x, model), y.to(device)
         out = model(x)
         loss = rt.loss(out, y)
         if not bool(torch.isfinite(loss)):
@@ -63,8 +71,7 @@ def evaluate(model: nn.Module, split: Split, rt: Runtime, what: str = "evaluatio
 @torch.inference_mode()
 def outputs(model: nn.Module, split: Split, rt: Runtime) -> torch.Tensor:
     """The model's outputs (logits) on every sample of ``split``, in split order, on every rank."""
-    device = _device(model)
-    mine = [model(x.to(device)).float().cpu() for x, _ in shard_batches(split, rt)]
+    mine = [model(to_model(x, model)).float().cpu() for x, _ in shard_batches(split, rt)]
     local = torch.cat(mine) if mine else None
     if not rt.dist.enabled:
         return local if local is not None else torch.zeros(0, 0)

@@ -170,7 +170,6 @@ class Batched(Dataset):
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
-        self.targets = getattr(dataset, "targets", None)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -229,13 +228,17 @@ class Split:
 
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
-    """Every label of a map-style dataset, read from ``targets`` when it has them."""
+    """Every label of a map-style dataset: its ``targets`` when it has them (a Subset's through its
+    parent), else read sample by sample."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Batched):
+        dataset = dataset.dataset
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.int64)]
     targets = getattr(dataset, "targets", None)
     if targets is not None:
         return torch.as_tensor(targets, dtype=torch.int64)
-    inner = getattr(dataset, "dataset", None)
-    if inner is not None and getattr(inner, "targets", None) is not None:
-        return torch.as_tensor(inner.targets, dtype=torch.int64)
     return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)  # type: ignore
 
 

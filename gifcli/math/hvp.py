@@ -128,7 +128,8 @@ class HessianSample:
     # -- first order -------------------------------------------------------------------------
     def _on_device(self, batch: Batch) -> Batch:
         x, y = batch
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        dtype = self.params[0].dtype if x.is_floating_point() else None
+        return x.to(self.device, dtype, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _batch_loss(self, params: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor:
         x, y = self._on_device(batch)
@@ -247,7 +248,7 @@ def loss_gradient_sum(model: nn.Module, batches: Iterable[Batch], loss: SumLoss 
     total = torch.zeros(space.size, dtype=params[0].dtype, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     for x, y in batches:
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, params[0].dtype if x.is_floating_point() else None), y.to(device)
         out = functional_call(model, dict(zip(names, params)), (x,))
         g = torch.autograd.grad(loss(out, y), params, allow_unused=True)
         total += space.flatten([torch.zeros_like(p) if t is None else t for t, p in zip(g, params)])

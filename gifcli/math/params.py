@@ -51,10 +51,6 @@ class ParamSpace:
     def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
         return [c.view(s) for c, s in zip(torch.split(vector, self.numels), self.shapes)]
 
-    def slice_of(self, name: str) -> slice:
-        i = self.names.index(name)
-        return slice(self.offsets[i], self.offsets[i] + self.numels[i])
-
 
 @dataclass(frozen=True)
 class IndexSet:

@@ -134,7 +134,8 @@ def output_sums(model: nn.Module, batches: Iterable[Batch], score: str = "abs",
                              "use --criterion topk-gradients, random or all")
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    device = next(model.parameters()).device
+    first = next(model.parameters())
+    device, dtype = first.device, first.dtype
 
     def hook_for(name: str):
         def hook(_module, _inputs, output):
@@ -150,7 +151,7 @@ def output_sums(model: nn.Module, batches: Iterable[Batch], score: str = "abs",
     handles = [layer.module.register_forward_hook(hook_for(layer.name)) for layer in hooked]
     try:
         for x, _ in batches:
-            model(x.to(device))
+            model(x.to(device, dtype if x.is_floating_point() else None))
             count += len(x)
     finally:
         for h in handles:

@@ -46,7 +46,7 @@ def train_model(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.
         perm = torch.randperm(len(split), generator=gen)
         total_loss, correct, seen = 0.0, 0, 0
         for step, (xb, yb) in enumerate(batches(split, cfg.batch_size, workers, perm)):
-            xb, yb = xb.to(device), yb.to(device)
+            xb, yb = xb.to(device, next(model.parameters()).dtype), yb.to(device)
             out = model(xb)
             loss = nn.functional.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)

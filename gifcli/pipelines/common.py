@@ -65,11 +65,18 @@ def resolve_device(name: str) -> torch.device:
     raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
 
 
-def runtime(device: str, batch_size: int = 512, workers: int = 0, progress=None) -> Runtime:
+def runtime(device: str, batch_size: int = 512, workers: int = 0, progress=None,
+            deterministic: bool = False) -> Runtime:
     """The Runtime of a command: its device, and the distributed group torchrun describes (if any)."""
+    import os
+
     dev = resolve_device(device)
+    if deterministic:
+        # cuBLAS needs this workspace setting before its first call to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     dist: Dist = from_environment(dev)
-    return Runtime(dev, batch_size, workers, dist, progress=progress)
+    return Runtime(dev, batch_size, workers, dist, progress=progress, deterministic=deterministic)
 
 
 def dataset_spec(recorded: Any, given: Optional[str]) -> DatasetSpec:
@@ -135,8 +142,10 @@ def edited_meta(loaded: Loaded, influence_path: Optional[str | Path], imeta: dic
             if k in loaded.meta}
     meta.update({
         "edit": {
-            "base_model": loaded.path, "base_model_sha256": loaded.sha,
+            "base_model": loaded.path, "base_model_abs": str(Path(loaded.path).resolve()),
+            "base_model_sha256": loaded.sha,
             "influence": None if influence_path is None else str(influence_path),
+            "influence_abs": None if influence_path is None else str(Path(influence_path).resolve()),
             "influence_sha256": input_sha256(influence_path),
             "index_sha256": index_sha256(J) if J is not None else None, "mask_sha256": imeta.get("mask_sha256"),
             "method": method, "target": imeta.get("target"), **hyper,

@@ -27,6 +27,7 @@ def spectrum(loaded: Loaded, data: Data, samples: int, top: int, steps: Optional
     model = set_eval(loaded.model.to(rt.device))
     args = UnlearnArgs(hessian_samples=samples, seed=seed, hvp_mode=hvp_mode)
     hess, hinfo = hessian_sample(model, data.fit, args, rt)
+    hinfo.pop("_budget", None)
     start = time.perf_counter()
     param_dtype = hess.params[0].dtype
     # the Krylov basis is kept in float64 on the CPU (float32 on a GPU, for memory); products run in the model's dtype

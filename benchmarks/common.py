@@ -1,0 +1,48 @@
+"""Shared by the benchmark scripts: loading the shipped models and tasks, one-line progress."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gifcli.core.args import Runtime  # noqa: E402
+from gifcli.core.tasks import BackdoorRecovery, ClassRemoval, SampleRemoval, Task  # noqa: E402
+from gifcli.data.forget import read_forget, resolve  # noqa: E402
+from gifcli.pipelines.backdoor import load_backdoor, read_poison  # noqa: E402
+from gifcli.pipelines.common import Loaded, load_data_for, load_model  # noqa: E402
+
+MODEL = ROOT / "checkpoints" / "mnist_cnn.safetensors"
+BACKDOOR_MODEL = ROOT / "checkpoints" / "mnist_cnn_backdoor.safetensors"
+POISON = ROOT / "checkpoints" / "mnist_backdoor_poison.json"
+
+
+def task_named(spec: str, data_dir: Optional[str] = None) -> tuple[Loaded, object, Task]:
+    """``class:K`` (shipped CNN), ``backdoor`` (shipped backdoored CNN), ``samples:MODEL:FORGET``."""
+    kind, _, rest = spec.partition(":")
+    if kind == "class":
+        loaded = load_model(MODEL)
+        return loaded, load_data_for(loaded, None, data_dir), ClassRemoval(int(rest))
+    if kind == "backdoor":
+        loaded = load_model(BACKDOOR_MODEL)
+        bd = load_backdoor(read_poison(POISON), data_dir, load_data_for(loaded, None, data_dir))
+        return loaded, bd.data, BackdoorRecovery(bd)
+    if kind == "samples":
+        model_path, _, forget = rest.partition(":")
+        loaded = load_model(model_path)
+        data = load_data_for(loaded, None, data_dir)
+        return loaded, data, SampleRemoval(resolve(read_forget(forget), data))
+    raise SystemExit(f"unknown task {spec!r}")
+
+
+def log(*parts) -> None:
+    print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
+
+
+def runtime(device: str = "cpu") -> Runtime:
+    return Runtime(torch.device(device))

@@ -1,0 +1,142 @@
+"""gif from Python: the same core the commands use, on your model and your data, no files.
+
+Data is a ``DataLoader`` (its dataset is read with its batch size), a map-style ``Dataset`` of
+``(x, y)`` pairs, or a pair of tensors ``(x, y)``. The loss is cross-entropy unless you pass a
+sum-reduced ``loss(outputs, targets)``. Every function leaves ``model`` untouched and returns
+values (dataclasses); nothing prints.
+
+    import gifcli as gif
+
+    result = gif.unlearn(model, forget=forget_loader, train=retained_loader, scale=10.0)
+    edited = result.model
+
+    J = gif.select(model, forget_loader, ratio=0.1)
+    delta = gif.influence(model, forget_loader, retained_loader, J=J)
+    edited = gif.apply(model, delta, scale=10.0)
+    print(gif.evaluate(edited, test_loader))
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .core.args import Runtime, UnlearnArgs
+from .core.run import UnlearnResult, run
+from .core.steps import InfluenceRun, edited_copy, influence as _influence, select as _select
+from .core.tasks import ClassRemoval, GivenForget, SplitData
+from .core.walk import Metrics, evaluate as _evaluate
+from .data.datasets import ImageTensors, Split
+from .errors import UsageError
+from .math.hvp import SumLoss, cross_entropy_sum
+from .math.params import IndexSet
+from .math.selection import Selection
+from .models.specs import set_eval
+
+DataLike = Union[DataLoader, Dataset, tuple, Split]
+
+
+def as_split(data: DataLike) -> tuple[Split, Optional[int]]:
+    """A Split over ``data`` and the batch size a DataLoader asked for (None otherwise)."""
+    if isinstance(data, Split):
+        return data, None
+    if isinstance(data, DataLoader):
+        if isinstance(data.dataset, torch.utils.data.IterableDataset):
+            raise UsageError("an IterableDataset cannot be sampled: pass a map-style dataset")
+        return Split.of(data.dataset), data.batch_size
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise UsageError(f"x has {len(x)} rows and y {len(y)}")
+        return Split.of(ImageTensors(x, y)), None
+    if isinstance(data, Dataset):
+        return Split.of(data), None
+    raise UsageError(f"data must be a DataLoader, a Dataset or (x, y) tensors, not {type(data).__name__}")
+
+
+def _runtime(device: Union[str, torch.device], batch_size: Optional[int], loss: Optional[SumLoss],
+             *splits: Optional[int]) -> Runtime:
+    size = batch_size or next((s for s in splits if s), None) or 512
+    return Runtime(torch.device(device), int(size), 0, loss=loss or cross_entropy_sum)
+
+
+def select(model: nn.Module, forget: DataLike, *, criterion: str = "topk-outputs", ratio: float = 0.1,
+           seed: int = 0, threshold: Optional[float] = None, output_score: str = "positive",
+           train_size: Optional[int] = None, loss: Optional[SumLoss] = None, device: str = "cpu",
+           batch_size: Optional[int] = None) -> Selection:
+    """The parameters J to edit, chosen on the forget samples (``Selection.J``)."""
+    split, bs = as_split(forget)
+    rt = _runtime(device, batch_size, loss, bs)
+    args = UnlearnArgs(criterion=criterion, ratio=ratio, seed=seed, threshold=threshold, output_score=output_score)
+    task = GivenForget(split)
+    return _select(set_eval(model.to(rt.device)), task.target(None), args, rt, train_size or len(split))
+
+
+def influence(model: nn.Module, forget: DataLike, train: DataLike, *, J: Union[Selection, IndexSet, None] = None,
+              method: str = "gif", loss: Optional[SumLoss] = None, device: str = "cpu",
+              batch_size: Optional[int] = None, weight_decay: float = 0.0, **options: Any) -> InfluenceRun:
+    """The influence vector over J (``InfluenceRun.delta``): least squares H_J delta = -g.
+
+    ``train`` is the retained training data (the Hessian is of its mean loss, and g is scaled by
+    1/len(train)). ``options`` are UnlearnArgs fields: solver, tol, max_iter, damping,
+    hessian_samples, seed, recurrence, hvp_mode, memory_budget.
+    """
+    f, fb = as_split(forget)
+    t, tb = as_split(train)
+    rt = _runtime(device, batch_size, loss, fb, tb)
+    args = UnlearnArgs(method=method, **options)
+    index_set = J.J if isinstance(J, Selection) else J
+    return _influence(model, index_set, GivenForget(f).target(None), t, args, rt, weight_decay)
+
+
+def apply(model: nn.Module, influence_run: InfluenceRun, scale: float) -> nn.Module:
+    """A copy of ``model`` with theta_J <- theta_J - scale * delta (scale > 0 removes the forget set)."""
+    return edited_copy(model, influence_run.J, influence_run.delta, scale)
+
+
+def evaluate(model: nn.Module, data: DataLike, *, loss: Optional[SumLoss] = None, device: str = "cpu",
+             batch_size: Optional[int] = None) -> Metrics:
+    """Mean loss and accuracy of ``model`` on ``data``."""
+    split, bs = as_split(data)
+    return _evaluate(set_eval(model.to(torch.device(device))), split, _runtime(device, batch_size, loss, bs))
+
+
+def unlearn(model: nn.Module, forget: Optional[DataLike] = None, train: Optional[DataLike] = None, *,
+            validation: Optional[DataLike] = None, test: Optional[DataLike] = None,
+            forget_label: Optional[int] = None, scale: Union[str, float, Sequence[float]] = "auto",
+            scale_criterion: Optional[str] = None, loss: Optional[SumLoss] = None, device: str = "cpu",
+            batch_size: Optional[int] = None, num_classes: Optional[int] = None, **options: Any) -> UnlearnResult:
+    """One call: select J, compute the influence, choose or take the scale, apply; returns the result.
+
+    Either ``forget`` (the samples to forget; ``train`` is then the retained training data) or
+    ``forget_label`` (a class; ``train`` is all training data). ``scale="auto"`` chooses the scale
+    on ``validation`` by ``scale_criterion`` (privacy or repair for samples, f1 for a class).
+    ``options`` are UnlearnArgs fields (method, criterion, ratio, solver, hessian_samples, ...).
+    """
+    if train is None:
+        raise UsageError("pass the training data: train=...")
+    t, tb = as_split(train)
+    v = as_split(validation)[0] if validation is not None else None
+    te = as_split(test)[0] if test is not None else None
+    scales = None if scale == "auto" else tuple([float(scale)] if isinstance(scale, (int, float)) else scale)
+    if scales is None and v is None:
+        raise UsageError("scale='auto' chooses the scale on validation data: pass validation=... or a scale")
+    args = UnlearnArgs(scales=scales, scale_criterion=scale_criterion, **options)
+    if (forget is None) == (forget_label is None):
+        raise UsageError("pass exactly one of forget=... and forget_label=...")
+    if forget_label is not None:
+        task = ClassRemoval(forget_label)
+        classes = num_classes or int(t.labels.max()) + 1
+        data = SplitData(t, v, te, classes)
+        fb = None
+    else:
+        f, fb = as_split(forget)
+        task = GivenForget(f, scale_criterion or "privacy")
+        data = SplitData(t, v, te, num_classes or 0)
+    rt = _runtime(device, batch_size, loss, fb, tb)
+    return run(task, model, data, args, rt, report=te is not None)
+
+
+__all__ = ["apply", "as_split", "evaluate", "influence", "select", "unlearn"]

@@ -1,0 +1,231 @@
+"""Faults and bad inputs a careful user tries: each gives one line and a non-zero exit, and no file
+(or, where the input is fine, works): non-finite values, index files, paths and terminals."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from gifcli.io.files import sha256_tensors
+
+from .conftest import invoke
+
+
+def _refused(r, needle, out=None, code=1):
+    assert r.exit_code == code, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.output, r.output
+    assert needle.lower() in r.output.lower(), r.output
+    if out is not None:
+        assert not os.path.lexists(out) or not os.path.isfile(out) or out.stat().st_size == 0 or False
+        assert not list(out.parent.glob(f".{out.name}.*")), "a temporary file was left behind"
+
+
+def _rewrite(src, dst, change):
+    """A copy of a gif safetensors file with ``change(tensors, meta)`` applied and hashes recomputed."""
+    with safe_open(str(src), "pt") as fh:
+        meta = json.loads(fh.metadata()["gif"])
+    tensors = load_file(str(src))
+    change(tensors, meta)
+    if "weights_sha256" in meta:
+        meta["weights_sha256"] = sha256_tensors(tensors)
+    if "delta_sha256" in meta:
+        meta["delta_sha256"] = sha256_tensors({"delta": tensors["delta"]})
+    save_file(tensors, str(dst), metadata={"gif": json.dumps(meta)})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def mask(runner, tiny_model, fake_mnist, tmp_path_factory):
+    path = tmp_path_factory.mktemp("faults") / "mask.json"
+    r = invoke(runner, ["select", "--model", tiny_model, "--forget-label", 1, "--out", path, "--data-dir", fake_mnist])
+    assert r.exit_code == 0, r.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def influence_file(runner, tiny_model, mask, fake_mnist, tmp_path_factory):
+    path = tmp_path_factory.mktemp("faults") / "i.safetensors"
+    r = invoke(runner, ["influence", "--model", tiny_model, "--mask", mask, "--forget-label", 1, "--hessian-samples",
+                        32, "--max-iter", 3, "--device", "cpu", "--out", path, "--data-dir", fake_mnist])
+    assert r.exit_code == 0, r.output
+    return path
+
+
+# --- non-finite values never enter or leave a gif file silently -------------------------------
+def test_a_model_with_a_nan_weight_is_refused(runner, tiny_model, fake_mnist, tmp_path):
+    def poison(tensors, meta):
+        name = next(iter(tensors))
+        tensors[name][0].view(-1)[0] = float("nan")
+
+    bad = _rewrite(tiny_model, tmp_path / "nan.safetensors", poison)
+    out = tmp_path / "i.safetensors"
+    r = invoke(runner, ["influence", "--model", bad, "--method", "if", "--forget-label", 1, "--device", "cpu",
+                        "--out", out, "--data-dir", fake_mnist])
+    _refused(r, "NaN", out)
+    rep = tmp_path / "r.json"
+    r = invoke(runner, ["evaluate", "--model", bad, "--json", rep, "--data-dir", fake_mnist])
+    _refused(r, "NaN", rep)
+
+
+def test_outputs_that_overflow_are_refused_not_written_as_nan(runner, tiny_model, fake_mnist, tmp_path):
+    def blow_up(tensors, meta):
+        for name, t in tensors.items():
+            tensors[name] = t * 1e18  # finite weights, infinite logits
+
+    bad = _rewrite(tiny_model, tmp_path / "huge.safetensors", blow_up)
+    rep = tmp_path / "r.json"
+    r = invoke(runner, ["evaluate", "--model", bad, "--json", rep, "--data-dir", fake_mnist])
+    _refused(r, "not finite", rep)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_damping_must_be_finite_and_non_negative(runner, tiny_model, mask, fake_mnist, tmp_path, value):
+    out = tmp_path / "i.safetensors"
+    r = invoke(runner, ["influence", "--model", tiny_model, "--mask", mask, "--forget-label", 1, "--damping", value,
+                        "--out", out, "--data-dir", fake_mnist])
+    _refused(r, "--damping", out, code=2)
+
+
+@pytest.mark.parametrize("scale", ["1e300", "inf", "nan"])
+def test_scales_that_overflow_write_nothing(runner, tiny_model, influence_file, tmp_path, scale):
+    out = tmp_path / "e.safetensors"
+    r = invoke(runner, ["apply", "--model", tiny_model, "--influence", influence_file, "--scale", scale, "--out", out])
+    assert r.exit_code in (1, 2) and "Traceback" not in r.output, r.output
+    assert not out.exists()
+
+
+def test_an_influence_file_with_a_nan_is_refused(runner, tiny_model, influence_file, tmp_path):
+    def poison(tensors, meta):
+        tensors["delta"][0] = float("nan")
+
+    bad = _rewrite(influence_file, tmp_path / "nan_delta.safetensors", poison)
+    out = tmp_path / "e.safetensors"
+    r = invoke(runner, ["apply", "--model", tiny_model, "--influence", bad, "--scale", 1, "--out", out])
+    _refused(r, "NaN", out)
+
+
+def test_an_edited_delta_is_caught_by_its_hash(runner, tiny_model, influence_file, tmp_path):
+    with safe_open(str(influence_file), "pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(influence_file))
+    tensors["delta"][0] += 1.0
+    bad = tmp_path / "edited.safetensors"
+    save_file(tensors, str(bad), metadata=meta)  # the recorded delta_sha256 is left as it was
+    out = tmp_path / "e.safetensors"
+    r = invoke(runner, ["apply", "--model", tiny_model, "--influence", bad, "--scale", 1, "--out", out])
+    _refused(r, "sha256", out)
+
+
+# --- index files are checked field by field before use ----------------------------------------
+def _mask_variant(mask, tmp_path, change):
+    from gifcli.io.artifacts import index_sha256
+    from gifcli.math.params import IndexSet, ParamSpace
+
+    doc = json.loads(mask.read_text())
+    change(doc)
+    # counts and the index hash recomputed, so only the field checks can catch it
+    for p in doc["parameters"]:
+        p["selected"] = sum(b - a for a, b in p["ranges"])
+    doc["selected"] = sum(p["selected"] for p in doc["parameters"])
+    space = ParamSpace(tuple(p["name"] for p in doc["parameters"]), tuple(tuple(p["shape"]) for p in doc["parameters"]))
+    flat = torch.cat([torch.arange(a, min(b, a + 10), dtype=torch.int64) + off for p, off in
+                      zip(doc["parameters"], space.offsets) for a, b in p["ranges"]])
+    doc["index_sha256"] = index_sha256(IndexSet(space, torch.unique(flat)))
+    path = tmp_path / "variant.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda d: d["parameters"][0]["ranges"].append([d["parameters"][0]["numel"] - 1, d["parameters"][0]["numel"] + 5]),
+     "outside"),
+    (lambda d: d["parameters"][0]["ranges"].append([10, 10 ** 12]), "outside"),
+    (lambda d: d["parameters"][0].update(name="no.such.weight"), "not in the model"),
+    (lambda d: d["parameters"][0]["ranges"].insert(0, [1.5, 3]), "not an integer"),
+])
+def test_mask_fields_are_checked_against_the_model(runner, tiny_model, mask, fake_mnist, tmp_path, change, needle):
+    bad = _mask_variant(mask, tmp_path, change)
+    out = tmp_path / "i.safetensors"
+    r = invoke(runner, ["influence", "--model", tiny_model, "--mask", bad, "--forget-label", 1, "--device", "cpu",
+                        "--out", out, "--data-dir", fake_mnist])
+    _refused(r, needle, out)
+    assert str(bad) in r.output
+
+
+def test_a_json_nesting_bomb_names_the_file(runner, tiny_model, fake_mnist, tmp_path):
+    bomb = tmp_path / "bomb.json"
+    bomb.write_text("[" * 100000 + "]" * 100000)
+    out = tmp_path / "i.safetensors"
+    r = invoke(runner, ["influence", "--model", tiny_model, "--mask", bomb, "--forget-label", 1, "--device", "cpu",
+                        "--out", out, "--data-dir", fake_mnist])
+    _refused(r, str(bomb), out)
+
+
+def test_a_ratio_that_selects_nothing_writes_no_mask(runner, tiny_model, fake_mnist, tmp_path):
+    out = tmp_path / "m.json"
+    r = invoke(runner, ["select", "--model", tiny_model, "--forget-label", 1, "--ratio", 1e-6, "--out", out,
+                        "--data-dir", fake_mnist])
+    _refused(r, "selects no parameter", out, code=2)
+
+
+# --- paths and terminals ----------------------------------------------------------------------
+def test_paths_with_markup_and_newlines(runner, tiny_model, influence_file, tmp_path):
+    (tmp_path / "run [").mkdir()
+    out = tmp_path / "run [" / "x] edited [v2].safetensors"  # the path holds [/x], rich's closing tag
+    r = invoke(runner, ["apply", "--model", tiny_model, "--influence", influence_file, "--scale", 1, "--out", out])
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and "[/x] edited [v2].safetensors" in r.output
+    weird = tmp_path / "line\nbreak [/x]"
+    r = invoke(runner, ["evaluate", "--model", weird])
+    _refused(r, "not found")
+
+
+def test_json_dash_is_standard_output(runner, tiny_model, fake_mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke(runner, ["evaluate", "--model", tiny_model, "--json", "-", "--data-dir", fake_mnist, "--no-mia"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "-").exists()
+    stdout = r.stdout
+    doc = json.loads(stdout[stdout.index("{"):])
+    assert doc["format"] == "gif-report"
+
+
+def test_only_regular_files_are_replaced(runner, tiny_model, influence_file, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    r = invoke(runner, ["apply", "--model", tiny_model, "--influence", influence_file, "--scale", 1, "--out", fifo])
+    _refused(r, "not a regular file")
+    assert fifo.exists() and not fifo.is_file()
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(os.devnull)
+    r = invoke(runner, ["apply", "--model", tiny_model, "--influence", influence_file, "--scale", 1, "--out", link])
+    _refused(r, "link")
+    assert os.path.islink(link)
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    r = invoke(runner, ["apply", "--model", tiny_model, "--influence", influence_file, "--scale", 1, "--out", folder])
+    _refused(r, "folder")
+
+
+def test_runs_with_stdout_closed(tiny_model, mask, fake_mnist, tmp_path):
+    out = tmp_path / "m.json"
+    cmd = (f"{sys.executable} -m gifcli select --model '{tiny_model}' --forget-label 1 --out '{out}' "
+           f"--data-dir '{fake_mnist}' >&-")
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert out.is_file() and json.loads(out.read_text())["format"] == "gif-mask"
+
+
+def test_unknown_method_writes_nothing(runner, tiny_model, fake_mnist, tmp_path):
+    out = tmp_path / "run"
+    for bad in (["--method", "magic"], ["--ratio", "2"], ["--solver", "lu"], ["--hvp-mode", "fast"],
+                ["--weight-decay", "lots"], ["--memory-budget", "much"]):
+        r = invoke(runner, ["remove-class", "--label", 1, "--model", tiny_model, "--out-dir", out, "--data-dir",
+                            fake_mnist, *bad])
+        _refused(r, bad[0].lstrip("-"), code=2)
+        assert not out.exists()

@@ -1,0 +1,62 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gifcli.core.steps import DEFAULT_SCALES, best_row, parse_scales, sweep_scales
+from gifcli.errors import UsageError
+from gifcli.math.params import IndexSet, ParamSpace
+
+
+def _model_and_J():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0]]))
+    J = IndexSet.from_indices(ParamSpace.of(list(model.named_parameters())), torch.tensor([0]))
+    return model, J
+
+
+def _scorer(target: float, feasible_below: float = math.inf):
+    """Objective -(log w - log target)^2 of the edited weight w = 1 - s * (-1) = 1 + s: best at s = target - 1."""
+
+    def score(model):
+        w = float(model.weight.detach()[0, 0])
+        return {"objective": -(math.log(w) - math.log(target)) ** 2, "feasible": w < feasible_below, "w": w}
+
+    return score
+
+
+def test_sweep_finds_an_interior_optimum_to_its_refinement():
+    model, J = _model_and_J()
+    best, rows = sweep_scales(model, J, torch.tensor([-1.0]), DEFAULT_SCALES, _scorer(1 + 5.0))
+    # the refinement halves the grid step twice: within a factor 2^(1/8) of the true optimum (s = 5)
+    assert 5.0 / 2 ** 0.125 <= best <= 5.0 * 2 ** 0.125
+    assert best == max(rows, key=lambda r: (r["objective"], -r["scale"]))["scale"]
+    assert rows == sorted(rows, key=lambda r: r["scale"])
+
+
+def test_sweep_extends_past_the_end_of_the_grid():
+    model, J = _model_and_J()
+    best, rows = sweep_scales(model, J, torch.tensor([-1.0]), [1.0, 2.0, 4.0], _scorer(1 + 40.0))
+    assert max(r["scale"] for r in rows) >= 32.0 and 40.0 / 2 ** 0.25 <= best <= 40.0 * 2 ** 0.25
+
+
+def test_infeasible_scales_never_win():
+    model, J = _model_and_J()
+    best, rows = sweep_scales(model, J, torch.tensor([-1.0]), [1.0, 2.0, 4.0, 8.0], _scorer(1 + 8.0, feasible_below=4.0))
+    assert best < 3.0 and all(r["feasible"] for r in rows if r["scale"] == best)
+
+
+def test_ties_go_to_the_smaller_scale():
+    rows = [{"scale": 2.0, "objective": 1.0}, {"scale": 1.0, "objective": 1.0}, {"scale": 3.0, "objective": 0.5}]
+    assert best_row(rows)["scale"] == 1.0
+
+
+def test_parse_scales():
+    assert parse_scales("auto") is None
+    assert parse_scales("1, 2.5,1e3") == [1.0, 2.5, 1000.0]
+    for bad in ("", "big", "1,nan", "inf"):
+        with pytest.raises(UsageError):
+            parse_scales(bad)
+    assert DEFAULT_SCALES[0] == pytest.approx(2 ** -10, rel=1e-3) and DEFAULT_SCALES[-1] == pytest.approx(2 ** 11)
