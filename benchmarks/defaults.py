@@ -57,7 +57,7 @@ def main() -> None:
             overrides = dict(zip(choices, values))
             uargs = UnlearnArgs(**{**base, **overrides})
             t = time.perf_counter()
-            result = run(task, loaded.model, data, uargs, rt, loaded.trained_weight_decay)
+            result = run(task, loaded.model, data, uargs, rt, loaded.context())
             seconds = time.perf_counter() - t
             infl = result.outcome.influence
             pool = task.hessian_pool(data, uargs.hessian_data)

@@ -322,7 +322,7 @@ def influence_cmd(
     uargs: Any = None,
 ) -> None:
     """Compute the influence of the forget set on J (least squares H_J delta = -g) and save it."""
-    from ..core.run import resolve_weight_decay
+    from ..core.methods import resolve_weight_decay
     from ..core.steps import influence
     from ..pipelines.common import read_mask_for, write_influence_file
 

@@ -152,8 +152,8 @@ def csv(text: Optional[str], cast, name: str) -> Optional[list]:
     return vals
 
 
-COMPARE_KEYS = {"model", "forget_label", "forget", "retrained", "methods", "criteria", "ratios", "scales", "solver",
-                "hessian_samples", "max_iter", "tol", "seed", "data_dir", "paper"}
+COMPARE_KEYS = {"model", "forget_label", "forget", "random", "poison", "retrained", "methods", "criteria", "ratios",
+                "scales", "solver", "hessian_samples", "max_iter", "tol", "seeds", "scale_criterion", "data_dir", "paper"}
 
 
 @app.command("compare")
@@ -165,29 +165,41 @@ def compare_cmd(
     model: Annotated[Optional[Path], typer.Option("--model", help=f"Model checkpoint (default {DEFAULT_MODEL}).")] = None,
     forget_label: ForgetLabel = None,
     forget: ForgetFile = None,
-    retrained: Annotated[Optional[Path], typer.Option(help="A model trained without the forget set (gif train "
-                                                           "--exclude-label K or --exclude FILE).")] = None,
-    methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (default gif,fif,pif,grad).")] = None,
-    criteria: Annotated[Optional[str], typer.Option(help="Comma-separated criteria (default topk-outputs).")] = None,
+    random: Annotated[Optional[float], typer.Option(help="Forget a random share of the training set, drawn anew "
+                                                         "for each seed.")] = None,
+    poison: Annotated[Optional[Path], typer.Option(help="Backdoor recovery: the poison file the model was trained "
+                                                        "with.")] = None,
+    retrained: Annotated[Optional[Path], typer.Option(help="A model trained without the forget set (else the "
+                                                           "'retrain' cells are the reference).")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated: gif, fif, pif, if, grad, ssd, finetune, "
+                                                        "neggrad, neggrad+, retrain (default gif,fif,pif,grad).")] = None,
+    criteria: Annotated[Optional[str], typer.Option(help="Comma-separated criteria of J (default topk-outputs).")] = None,
     ratios: Annotated[Optional[str], typer.Option(help="Comma-separated modification ratios (default 0.05,0.1,0.3,0.5).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds: the forget-set draw (--random) and "
+                                                      "each method's randomness (default 0).")] = None,
     scales: Annotated[Optional[str], typer.Option(help="'auto' (validation sweep) or a comma-separated list to sweep.")] = None,
+    scale_criterion: Annotated[Optional[str], typer.Option(help="How every method's hyper-parameters are chosen on "
+                                                                "validation (default: the task's).")] = None,
     solver: Annotated[Optional[str], typer.Option(help="lsmr, cg, neumann or exact (default lsmr).")] = None,
     hessian_samples: Annotated[Optional[int], typer.Option(help="Training samples in the Hessian sample (default 1024).")] = None,
     max_iter: Annotated[Optional[int], typer.Option(help="Maximum solver iterations (default 100).")] = None,
     tol: Annotated[Optional[float], typer.Option(help="Relative residual to stop at (default 1e-2).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of selection and Hessian sample (default 0).")] = None,
+    svc: Annotated[bool, typer.Option(help="Also run the SVC membership attacks (five features per row).")] = True,
     plot: Annotated[bool, typer.Option(help="Write results.png (needs the 'plot' extra: matplotlib).")] = True,
+    deterministic: Deterministic = False,
     device: Device = "auto",
     batch_size: BatchSize = 512,
     workers: Workers = 0,
-    deterministic: Deterministic = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Methods x criteria x ratios side by side, each scaled on validation, against retraining."""
+    """Unlearning methods side by side on one forget request and several seeds, against retraining."""
     import yaml
 
     from ..core.args import UnlearnArgs
     from ..core.steps import parse_scales
+    from ..core.tasks import BackdoorRecovery, SampleRemoval
+    from ..data.forget import make_forget_set, resolve
+    from ..pipelines.backdoor import check_model_poison, load_backdoor, read_poison
     from ..pipelines.common import load_model
     from ..pipelines.compare import compare, plot as plot_results
 
@@ -212,23 +224,45 @@ def compare_cmd(
     method_list = csv(pick(methods, "methods", "gif,fif,pif,grad"), str, "methods")
     ratio_list = csv(pick(ratios, "ratios", "0.05,0.1,0.3,0.5"), float, "ratios")
     criteria_list = csv(pick(criteria, "criteria", "topk-outputs"), str, "criteria")
+    seed_list = csv(pick(seeds, "seeds", "0"), int, "seeds")
     scale_list = parse_scales(str(pick(scales, "scales", "auto")))
     base = UnlearnArgs(solver=str(pick(solver, "solver", "lsmr")), tol=float(pick(tol, "tol", 1e-2)),
                        max_iter=int(pick(max_iter, "max_iter", 100)),
                        hessian_samples=int(pick(hessian_samples, "hessian_samples", 1024)),
-                       seed=int(pick(seed, "seed", 0)), scales=tuple(scale_list) if scale_list else None)
-    for c in criteria_list:
+                       scales=tuple(scale_list) if scale_list else None,
+                       scale_criterion=pick(scale_criterion, "scale_criterion", None))
+    for c in criteria_list:  # every combination is checked before any work
         base.replace(criterion=c)
     for r in ratio_list:
         base.replace(ratio=r)
-    loaded, data = load(Path(pick(model, "model", DEFAULT_MODEL)), None, pick(data_dir, "data_dir", None))
-    label = pick(forget_label, "forget_label", None)
-    task = forget_task(data, None if label is None else int(label), pick(forget, "forget", None))
+    for m in method_list:
+        base.replace(method=m)
+    label, forget_path = pick(forget_label, "forget_label", None), pick(forget, "forget", None)
+    share, poison_path = pick(random, "random", None), pick(poison, "poison", None)
+    given = [g for g in (label, forget_path, share, poison_path) if g is not None]
+    if len(given) != 1:
+        raise UsageError("name one forget request: --forget-label, --forget, --random or --poison")
+    data_root = pick(data_dir, "data_dir", None)
+    loaded, data = load(Path(pick(model, "model", DEFAULT_MODEL)), None, data_root)
+    if poison_path is not None:
+        doc = read_poison(poison_path)
+        check_model_poison(loaded, doc)
+        bd = load_backdoor(doc, data_root, data)
+        data, task = bd.data, BackdoorRecovery(bd)
+    elif share is not None:
+        share = float(share)
+
+        def task(seed: int):  # a forget set drawn for each seed
+            return SampleRemoval(resolve(make_forget_set(data, "random", fraction=share, seed=seed), data),
+                                 base.scale_criterion or "privacy")
+    else:
+        task = forget_task(data, None if label is None else int(label), forget_path,
+                           criterion=base.scale_criterion)
     retrained_path = pick(retrained, "retrained", None)
     with Bars() as bars:
         rt = rt_for(device, batch_size, workers, bars, deterministic)
         result = compare(loaded, data, task, method_list, criteria_list, ratio_list, base, rt, out_dir,
-                         load_model(retrained_path) if retrained_path else None)
+                         load_model(retrained_path) if retrained_path else None, seed_list, svc)
     if not rt.dist.is_main:
         return
     png = plot_results(result, out_dir / "results.png") if plot else None

@@ -12,16 +12,26 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from torch import nn
 
 from ..data.datasets import Data
 from ..math.selection import Selection
+from ..errors import UsageError
 from ..registry import Registry
 from .args import Runtime, UnlearnArgs
 from .steps import DEFAULT_SCALES, InfluenceRun, edited_copy, influence, select, sweep_scales
 from .tasks import Task
+
+
+@dataclass
+class ModelContext:
+    """What a method may need to know about how the model was made."""
+
+    weight_decay: Optional[float] = None  # the training objective's L2 weight (H + wd I)
+    train_config: Optional[dict] = None  # the recipe the model was trained with (retrain, finetune)
+    build: Optional[Callable[[], nn.Module]] = None  # a freshly initialised model of the same architecture
 
 
 @dataclass
@@ -42,7 +52,7 @@ class Method(ABC):
 
     @abstractmethod
     def unlearn(self, model: nn.Module, task: Task, data: Data, args: UnlearnArgs, rt: Runtime,
-                weight_decay: float = 0.0) -> MethodOutcome: ...
+                ctx: ModelContext) -> MethodOutcome: ...
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -56,8 +66,9 @@ class InfluenceMethod(Method):
         self.needs_hessian = name != "grad"
 
     def unlearn(self, model: nn.Module, task: Task, data: Data, args: UnlearnArgs, rt: Runtime,
-                weight_decay: float = 0.0) -> MethodOutcome:
+                ctx: ModelContext) -> MethodOutcome:
         start = time.perf_counter()
+        weight_decay = resolve_weight_decay(args, ctx.weight_decay)
         target = task.target(data)
         pool = task.hessian_pool(data, args.hessian_data)
         rt.report("select", 0, None, f"{args.criterion} {args.ratio:g}")
@@ -71,6 +82,14 @@ class InfluenceMethod(Method):
             scale, rows = sweep_scales(model, run.J, run.delta, args.scales or DEFAULT_SCALES, scorer, rt)
         edited = edited_copy(model, run.J, run.delta, scale)
         return MethodOutcome(edited, {"scale": scale}, rows, selection, run, time.perf_counter() - start)
+
+
+def resolve_weight_decay(args: UnlearnArgs, trained: Optional[float]) -> float:
+    if args.weight_decay == "auto":
+        if trained is None:
+            raise UsageError("--weight-decay auto: the model records no training weight decay; pass a number")
+        return float(trained)
+    return float(args.weight_decay)
 
 
 for _name in ("gif", "fif", "pif", "if", "grad"):

@@ -83,3 +83,55 @@ def _get(d: dict, dotted: str):
             return None
         d = d[part]
     return d
+
+
+# ---------------------------------------------------------------------------------------------
+# the SVC attack SalUn reports (from "Model sparsity can simplify machine unlearning", Jia et al.)
+SVC_FEATURES = ("correctness", "confidence", "entropy", "m_entropy", "probability")
+SVC_SAMPLES = 2000  # members and non-members fit per attack (an RBF SVC is quadratic in them)
+
+
+def attack_features(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per sample: correctness, confidence p_y, entropy, modified entropy and the probability vector.
+
+    Modified entropy (Song & Mittal, 2021): -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i).
+    """
+    p = torch.softmax(logits.double(), 1)
+    labels = labels.to(torch.int64)
+    py = p.gather(1, labels[:, None]).squeeze(1)
+    logp = torch.log(p.clamp(min=1e-30))
+    log1mp = torch.log((1 - p).clamp(min=1e-30))
+    others = torch.ones_like(p, dtype=torch.bool).scatter_(1, labels[:, None], False)
+    m_entropy = -(1 - py) * torch.log(py.clamp(min=1e-30)) - (p * log1mp * others).sum(1)
+    return {"correctness": (p.argmax(1) == labels).double()[:, None], "confidence": py[:, None],
+            "entropy": -(p * logp).sum(1)[:, None], "m_entropy": m_entropy[:, None], "probability": p}
+
+
+def svc_share(member: torch.Tensor, nonmember: torch.Tensor, probe: torch.Tensor) -> float:
+    """Share of ``probe`` rows an RBF SVC (C=3, gamma='auto'), fit on members vs non-members, calls members."""
+    import numpy as np
+    from sklearn.svm import SVC
+
+    x = torch.cat([member, nonmember]).numpy()
+    y = np.concatenate([np.ones(len(member)), np.zeros(len(nonmember))])
+    clf = SVC(C=3, gamma="auto", kernel="rbf")
+    clf.fit(x, y)
+    return float(clf.predict(probe.numpy()).mean())
+
+
+def svc_mia_shares(model: nn.Module, members: Split, nonmembers: Split, probes: dict[str, Split], rt: Runtime,
+                   samples: int = SVC_SAMPLES) -> dict[str, dict[str, Optional[float]]]:
+    """Per probed split and feature, the share of samples the SVC attack calls members."""
+    def feats(split: Split) -> dict[str, torch.Tensor]:
+        return attack_features(outputs(model, split, rt), split.labels)
+
+    m = feats(members.sample(samples, seed=0))
+    t = feats(nonmembers.sample(samples, seed=1))
+    out: dict[str, dict[str, Optional[float]]] = {}
+    for name, split in probes.items():
+        if len(split) == 0:
+            out[name] = {f: None for f in SVC_FEATURES}
+            continue
+        f = feats(split.sample(samples, seed=2))
+        out[name] = {k: svc_share(m[k], t[k], f[k]) for k in SVC_FEATURES}
+    return out

@@ -12,10 +12,9 @@ from typing import Optional
 from torch import nn
 
 from ..data.datasets import Data
-from ..errors import UsageError
 from ..models.specs import set_eval
 from .args import Runtime, UnlearnArgs
-from .methods import METHODS, MethodOutcome
+from .methods import METHODS, MethodOutcome, ModelContext, resolve_weight_decay
 from .tasks import Task
 
 
@@ -41,23 +40,16 @@ class UnlearnResult:
         return self.outcome.hyper.get("scale")
 
 
-def resolve_weight_decay(args: UnlearnArgs, trained_weight_decay: Optional[float]) -> float:
-    if args.weight_decay == "auto":
-        if trained_weight_decay is None:
-            raise UsageError("--weight-decay auto: the model records no training weight decay; pass a number")
-        return float(trained_weight_decay)
-    return float(args.weight_decay)
-
-
 def run(task: Task, model: nn.Module, data: Data, args: UnlearnArgs, rt: Runtime,
-        trained_weight_decay: Optional[float] = None, report: bool = True) -> UnlearnResult:
+        ctx: Optional[ModelContext] = None, report: bool = True) -> UnlearnResult:
     """Unlearn ``task`` from ``model`` with ``args.method``; report both models on the test data."""
     start = time.perf_counter()
+    ctx = ctx or ModelContext()
     method = METHODS.get(args.method)
     task.criterion(args.scale_criterion)  # a criterion that does not fit the task fails before any work
-    wd = resolve_weight_decay(args, trained_weight_decay)
+    resolve_weight_decay(args, ctx.weight_decay)  # so does --weight-decay auto on a model that records none
     model = set_eval(model.to(rt.device))
-    outcome = method.unlearn(model, task, data, args, rt, wd)
+    outcome = method.unlearn(model, task, data, args, rt, ctx)
     result = UnlearnResult(task.describe(), args.method, args.as_dict(), outcome)
     if report:
         rt.report("evaluate", 0, None, "test set")

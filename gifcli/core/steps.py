@@ -205,9 +205,9 @@ def edited_copy(model: nn.Module, J: IndexSet, delta: torch.Tensor, scale: float
     return set_eval(edited)
 
 
-def best_row(rows: Sequence[dict]) -> dict:
-    """The feasible row with the best objective; ties go to the smaller scale."""
-    return max(rows, key=lambda r: (bool(r.get("feasible", True)), r["objective"], -r["scale"]))
+def best_row(rows: Sequence[dict], order: str = "scale") -> dict:
+    """The feasible row with the best objective; ties go to the smaller ``order`` (the milder edit)."""
+    return max(rows, key=lambda r: (bool(r.get("feasible", True)), r["objective"], -r[order]))
 
 
 def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Sequence[float], score: Scorer,

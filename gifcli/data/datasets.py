@@ -147,7 +147,8 @@ class ImageTensors(Dataset):
         return len(self.targets)
 
     def inputs(self, index) -> torch.Tensor:
-        x = self.images[index].to(torch.float32)
+        x = self.images[index]
+        x = x if x.is_floating_point() else x.to(torch.float32)  # float64 data stays float64
         if self.scale != 1.0:
             x = x / self.scale
         if self.repeat > 1:

@@ -41,6 +41,18 @@ class Loaded:
         wd = (self.meta.get("train_config") or {}).get("weight_decay")
         return float(wd) if wd is not None else None
 
+    def context(self):
+        """What the methods may need about how this model was made (weight decay, recipe, a fresh copy)."""
+        from pathlib import Path as _Path
+
+        from ..core.methods import ModelContext
+        from ..io.checkpoint import arch_spec
+
+        spec = arch_spec(self.meta, _Path(self.path).resolve().parent)
+        shape, classes = self.meta.get("input_shape"), self.meta.get("num_classes")
+        return ModelContext(self.trained_weight_decay, self.meta.get("train_config"),
+                            lambda: spec.build(shape, classes))
+
 
 def load_model(path: str | Path) -> Loaded:
     model, meta = load_checkpoint(path)

@@ -1,106 +1,158 @@
-"""gif compare: methods x criteria x ratios on one forget request, each cell one run of the core.
+"""gif compare: unlearning methods side by side on one forget request, over seeds.
 
-Every cell writes its own folder (``cells/<method>-<criterion>-<ratio>/``: mask, influence,
-edited model, report), so nothing is reused between cells or between runs: a second compare
-into the same folder with other arguments recomputes everything it reports. ``results.json``
-holds every row with its validation sweep, ``results.md`` a table shaped like the paper's
-Tables 1-2, ``results.png`` (with the plot extra) Figure 4.
+Every cell (method, criterion, ratio, seed) is one run of the core and writes its own folder
+(``cells/<method>-<criterion>-<ratio>-s<seed>/``: mask, influence, edited model, report), so
+nothing is reused between cells or between runs: a second compare into the same folder with
+other arguments recomputes everything it reports. Methods without an index set J (ssd,
+finetune, neggrad, neggrad+, retrain) get one cell per seed. Each row has the field's metrics
+(forget, retain and test accuracy, the entropy and SVC membership attacks, attack success for a
+backdoor) and, against the retrained model of the same seed (the ``retrain`` cells, or
+``--retrained``), the Avg. Gap and the run-time efficiency (method seconds / retraining seconds).
+``results.json`` holds every row, ``results.md`` mean +- std over seeds, ``results.png`` Figure 4.
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from ..core.args import Runtime, UnlearnArgs
-from ..core.methods import METHODS
+from ..core.methods import METHODS, InfluenceMethod
+from ..core.metrics import avg_gap
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..errors import UsageError
 from ..io.files import make_folder, provenance, save_figure, write_json, write_text
 from .common import Loaded
-from .evaluate import against, model_metrics
+from .evaluate import HARNESS_GAP_KEYS, unlearning_metrics
 from .unlearn import unlearn_to_folder
 
 
-def compare(loaded: Loaded, data: Data, task: Task, methods: Sequence[str], criteria: Sequence[str],
-            ratios: Sequence[float], base_args: UnlearnArgs, rt: Runtime, out_dir: Path,
-            retrained: Optional[Loaded] = None) -> dict:
-    for m in methods:
-        METHODS.get(m)
-    cells: list[UnlearnArgs] = []
-    for criterion in criteria:
-        for ratio in ratios:
-            for m in methods:
-                if m != "if":
-                    cells.append(base_args.replace(method=m, criterion=criterion, ratio=ratio))
-    if "if" in methods:
-        cells.append(base_args.replace(method="if", criterion="all", ratio=1.0))
+def cells_of(methods: Sequence[str], criteria: Sequence[str], ratios: Sequence[float], seeds: Sequence[int],
+             base: UnlearnArgs) -> list[UnlearnArgs]:
+    cells = []
+    for seed in seeds:
+        for m in methods:
+            method = METHODS.get(m)
+            if isinstance(method, InfluenceMethod) and m != "if":
+                cells += [base.replace(method=m, criterion=c, ratio=r, seed=seed) for c in criteria for r in ratios]
+            elif m == "if":
+                cells.append(base.replace(method=m, criterion="all", ratio=1.0, seed=seed))
+            else:
+                cells.append(base.replace(method=m, seed=seed))
+    return cells
+
+
+def tag_of(args: UnlearnArgs) -> str:
+    j = isinstance(METHODS.get(args.method), InfluenceMethod)
+    return f"{args.method}-{args.criterion}-{args.ratio:g}-s{args.seed}" if j else f"{args.method}-s{args.seed}"
+
+
+def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]], methods: Sequence[str],
+            criteria: Sequence[str], ratios: Sequence[float], base_args: UnlearnArgs, rt: Runtime, out_dir: Path,
+            retrained: Optional[Loaded] = None, seeds: Sequence[int] = (0,), svc: bool = True) -> dict:
+    """``task`` is one forget request, or a function of the seed (a forget set drawn per seed)."""
+    task_for = task if callable(task) and not isinstance(task, Task) else (lambda seed: task)
+    cells = cells_of(methods, criteria, ratios, seeds, base_args)
     if not cells:
         raise UsageError("nothing to compare")
     make_folder(out_dir)
-    rows = []
-    for i, args in enumerate(cells):
-        tag = f"{args.method}-{args.criterion}-{args.ratio:g}"
+    rows, references = [], {}
+    if retrained is not None:
+        references = {s: {"metrics": unlearning_metrics(retrained.model, data, task_for(s), rt, svc),
+                          "seconds": retrained.meta.get("train_seconds"), "model": retrained.path} for s in seeds}
+    # retraining first, so every other cell of its seed is measured against it
+    for i, args in enumerate(sorted(cells, key=lambda a: a.method != "retrain")):
+        tag = tag_of(args)
         rt.report("compare", i, len(cells), tag)
+        task = task_for(args.seed)
         result, report = unlearn_to_folder(loaded, data, task, args, rt, out_dir / "cells" / tag, kind="compare-cell")
-        metrics = model_metrics(result.model, data, task, rt)
-        row = {"method": args.method, "criterion": args.criterion, "ratio": args.ratio,
+        metrics = unlearning_metrics(result.model, data, task, rt, svc)
+        row = {"method": args.method, "criterion": args.criterion, "ratio": args.ratio, "seed": args.seed,
+               "task": task.describe(),
+               "hyper": result.outcome.hyper, "method_seconds": result.outcome.seconds,
                "selected": result.outcome.influence.J.size if result.outcome.influence else None,
-               **result.outcome.hyper, "method_seconds": result.outcome.seconds,
-               "influence_seconds": result.outcome.influence.seconds if result.outcome.influence else None,
                "solver_stats": {k: (report.get("influence") or {}).get("stats", {}).get(k)
                                 for k in ("iterations", "hvp_products", "final_relative_residual", "converged")},
-               **metrics, "validation_sweep": result.outcome.search}
-        if retrained is not None:
-            row["against_retrained"] = against(result.model, metrics, retrained,
-                                               model_metrics(retrained.model, data, task, rt), data, task, rt, True)
+               **metrics, "validation_sweep": result.outcome.search, "cell": tag}
+        if args.method == "retrain" and retrained is None:
+            references[args.seed] = {"metrics": metrics, "seconds": result.outcome.seconds, "model": tag}
         rows.append(row)
+    for row in rows:
+        ref = references.get(row["seed"])
+        if ref is not None:
+            row["avg_gap"] = avg_gap(row, ref["metrics"], HARNESS_GAP_KEYS)
+            row["rte"] = row["method_seconds"] / ref["seconds"] if ref.get("seconds") else None
     rt.report("compare", len(cells), len(cells), "done")
-    reference = {"base": model_metrics(loaded.model, data, task, rt)}
-    if retrained is not None:
-        reference["retrained"] = {**model_metrics(retrained.model, data, task, rt),
-                                  "train_seconds": retrained.meta.get("train_seconds"),
-                                  "excluded_label": retrained.meta.get("excluded_label")}
-    results = {"format": "gif-compare", "version": 1, "model": loaded.path, "model_sha256": loaded.sha,
-               "task": task.describe(), "label": task.describe().get("label"),
-               "retrained": retrained.path if retrained else None, "methods": list(methods),
-               "criteria": list(criteria), "ratios": list(ratios), "args": base_args.as_dict(),
-               "reference": reference, "rows": rows, "provenance": provenance(kind="compare")}
+    results = {"format": "gif-compare", "version": 2, "model": loaded.path, "model_sha256": loaded.sha,
+               "task": task_for(seeds[0]).describe(), "label": task_for(seeds[0]).describe().get("label"),
+               "methods": list(methods),
+               "criteria": list(criteria), "ratios": list(ratios), "seeds": list(seeds), "args": base_args.as_dict(),
+               "base": {str(s_): unlearning_metrics(loaded.model, data, task_for(s_), rt, svc) for s_ in seeds},
+               "retrained": retrained.path if retrained else None,
+               "references": {str(k): v for k, v in references.items()}, "rows": rows,
+               "summary": summarise(rows), "provenance": provenance(kind="compare")}
     if rt.dist.is_main:
         write_json(out_dir / "results.json", results)
         write_text(out_dir / "results.md", markdown_table(results))
     return results
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
+COLUMNS = (("forget acc %", lambda r: _v(r, "forget", "accuracy", 100)),
+           ("retain acc %", lambda r: _v(r, "retain", "accuracy", 100)),
+           ("test acc %", lambda r: _v(r, "test", "accuracy", 100)),
+           ("MIA entropy %", lambda r: _scale((r.get("mia") or {}).get("entropy"), 100)),
+           ("MIA SVC conf. %", lambda r: _scale(((r.get("mia") or {}).get("svc") or {}).get("confidence"), 100)),
+           ("attack success %", lambda r: _scale(r.get("attack_success_rate"), 100)),
+           ("Avg. Gap", lambda r: _scale(r.get("avg_gap"), 100)),
+           ("seconds", lambda r: r.get("method_seconds")),
+           ("RTE", lambda r: r.get("rte")))
+
+
+def _scale(v, k):
+    return None if v is None else k * v
+
+
+def _v(r, a, b, k):
+    return _scale((r.get(a) or {}).get(b), k)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of every column, per (method, criterion, ratio)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["method"], r["criterion"], r["ratio"]) if r.get("selected") is not None else (r["method"], None, None)
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (method, criterion, ratio), rs in groups.items():
+        entry = {"method": method, "criterion": criterion, "ratio": ratio, "seeds": len(rs)}
+        for name, fn in COLUMNS:
+            vals = [fn(r) for r in rs if fn(r) is not None]
+            entry[name] = None if not vals else {"mean": statistics.fmean(vals),
+                                                 "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+        out.append(entry)
+    return out
+
+
+def _cell(stat) -> str:
+    if stat is None:
+        return "-"
+    m, s = stat["mean"], stat["std"]
+    digits = 2 if abs(m) < 100 else 0
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def markdown_table(results: dict) -> str:
-    """Rows per method/criterion, columns per ratio, as in the paper's Tables 1 and 2."""
-    ratios = results["ratios"]
-    head = "| method | criterion | metric | " + " | ".join(f"MR {100 * r:g}%" for r in ratios) + " |"
-    lines = [head, "|" + "---|" * (3 + len(ratios))]
-    metrics = [("test acc %", lambda r: _pct(r["test"]["accuracy"])),
-               ("test loss", lambda r: f"{r['test']['loss']:.3f}"),
-               ("self acc %", lambda r: _pct(r["forget"]["accuracy"])),
-               ("self loss", lambda r: f"{r['forget']['loss']:.2f}"),
-               ("F1", lambda r: f"{r['f1']:.3f}" if "f1" in r else "-"),
-               ("MIA %", lambda r: _pct((r.get("mia") or {}).get("forget"))),
-               ("scale", lambda r: f"{r['scale']:g}" if r.get("scale") is not None else "-"),
-               ("seconds", lambda r: f"{r['method_seconds']:.0f}")]
-    keys = sorted({(r["method"], r["criterion"]) for r in results["rows"]},
-                  key=lambda k: (results["methods"].index(k[0]), k[1]))
-    for method, criterion in keys:
-        by_ratio = {r["ratio"]: r for r in results["rows"] if r["method"] == method and r["criterion"] == criterion}
-        for name, fn in metrics:
-            cells = [fn(by_ratio[x]) if x in by_ratio else "-" for x in ratios]
-            lines.append(f"| {method} | {criterion} | {name} | " + " | ".join(cells) + " |")
-    for name, ref in results["reference"].items():
-        lines.append(f"| {name} | - | test acc % / self acc % / F1 / MIA % | "
-                     f"{_pct(ref['test']['accuracy'])} / {_pct(ref['forget']['accuracy'])} / "
-                     f"{ref.get('f1', float('nan')):.3f} / {_pct((ref.get('mia') or {}).get('forget'))}"
-                     + " |" * len(ratios))
+    names = [n for n, _ in COLUMNS if any(e.get(n) is not None for e in results["summary"])]
+    head = "| method | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (1 + len(names))]
+    for e in results["summary"]:
+        label = e["method"] if e["criterion"] is None else f"{e['method']} ({e['criterion']} {100 * e['ratio']:g}%)"
+        lines.append(f"| {label} | " + " | ".join(_cell(e.get(n)) for n in names) + " |")
+    seeds = results["seeds"]
+    lines.append(f"\nmean ± std over seeds {', '.join(map(str, seeds))}; Avg. Gap in points (forget, retain and test "
+                 "accuracy and the entropy MIA) against the retrained model of the same seed; RTE = seconds / "
+                 "retraining seconds.")
     return "\n".join(lines) + "\n"
 
 
@@ -113,14 +165,14 @@ def plot(results: dict, path: Path, ratio: Optional[float] = None) -> Optional[P
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    rows = [r for r in results["rows"] if r["validation_sweep"] and "forget" in r["validation_sweep"][0]
-            and "test" in r["validation_sweep"][0]]
+    rows = [r for r in results["rows"] if r["validation_sweep"] and "scale" in r["validation_sweep"][0]
+            and "forget" in r["validation_sweep"][0] and "test" in r["validation_sweep"][0]]
     if not rows:
         return None
     ratio = ratio if ratio is not None else results["ratios"][min(1, len(results["ratios"]) - 1)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row in rows:
-        if row["ratio"] != ratio and row["method"] != "if":
+        if (row["ratio"] != ratio and row["method"] != "if") or row["seed"] != results["seeds"][0]:
             continue
         xs = [s["scale"] for s in row["validation_sweep"]]
         label = f"{row['method']} ({row['criterion']})"
@@ -132,7 +184,7 @@ def plot(results: dict, path: Path, ratio: Optional[float] = None) -> Optional[P
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"label {results.get('label')}, MR {100 * ratio:g}%: validation split (the split that chooses the scale)")
+    fig.suptitle(f"MR {100 * ratio:g}%: validation split (the split that chooses the scale)")
     fig.tight_layout()
     try:
         return save_figure(fig, path)

@@ -131,3 +131,35 @@ def _pct(v: Optional[float]) -> str:
 
 
 __all__ = ["Thresholds", "evaluate_report", "f1_score", "model_metrics"]
+
+
+HARNESS_GAP_KEYS = ("forget.accuracy", "retain.accuracy", "test.accuracy", "mia.entropy")
+
+
+def unlearning_metrics(model: nn.Module, data, task: Task, rt: Runtime, svc: bool = True) -> dict:
+    """The field's metrics, alike for every task: accuracy on the forget set (the training samples, with
+    the labels the model was trained with), on retained training data and on the test data (for a
+    class: the other classes' test images); the entropy and SVC membership attacks on the forget set;
+    the attack success rate for a backdoor."""
+    from ..core.metrics import svc_mia_shares
+    from ..core.tasks import BackdoorRecovery
+    from ..core.walk import evaluate as walk
+
+    forget = task.target(data).split
+    retain = task.retain(data).sample(5000, seed=0)
+    test = data.test_split
+    out: dict = {}
+    if isinstance(task, ClassRemoval):
+        forget_test, test = task.split_by_label(test)
+        out["forget_test"] = walk(model, forget_test, rt, "test").as_dict()
+    out.update({"forget": walk(model, forget, rt, "forget").as_dict(),
+                "retain": walk(model, retain, rt, "retained").as_dict(),
+                "test": walk(model, test, rt, "test").as_dict()})
+    out["mia"] = {"entropy": mia_shares(model, retain, test, {"forget": forget}, rt)["forget"]}
+    if svc:
+        out["mia"]["svc"] = svc_mia_shares(model, retain, test, {"forget": forget}, rt)["forget"]
+    if isinstance(task, BackdoorRecovery):
+        full = task.report(model, data, rt)
+        out["attack_success_rate"] = full["attack_success_rate"]
+        out["bd_data_true_label_accuracy"] = full["bd_data_true_label_accuracy"]
+    return out

@@ -20,7 +20,7 @@ from .common import Loaded, save_edited, write_influence_file, write_mask_file
 def unlearn_to_folder(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, rt: Runtime, folder: Path,
                       edited_out: Optional[Path] = None, kind: str = "unlearn") -> tuple[UnlearnResult, dict]:
     """Run the core on a checkpoint and write the run folder; returns the result and its report."""
-    result = run(task, loaded.model, data, args, rt, loaded.trained_weight_decay)
+    result = run(task, loaded.model, data, args, rt, loaded.context())
     outcome = result.outcome
     edited_path = edited_out or folder / "edited.safetensors"
     files: dict[str, Optional[str]] = {}

@@ -1,6 +1,7 @@
 """gif compare and gif spectrum on tiny synthetic data."""
 import json
 
+import pytest
 import torch
 
 from gifcli import load_checkpoint
@@ -18,19 +19,21 @@ def test_compare_writes_all_outputs(runner, tiny_model, fake_mnist, tiny_config,
     _, meta = load_checkpoint(retrained)
     assert meta["excluded_label"] == 3
     out = tmp_path / "cmp"
-    r = invoke(runner, ["compare", "--model", tiny_model, "--forget-label", 3, "--retrained", retrained,
+    r = invoke(runner, ["compare", "--model", tiny_model, "--forget-label", 3, "--retrained", retrained, "--no-svc",
                         "--methods", "gif,fif,grad", "--ratios", "0.1,0.3", "--hessian-samples", 64, "--max-iter", 5,
                         "--out-dir", out, "--device", "cpu", "--data-dir", fake_mnist])
     assert r.exit_code == 0, r.output
     results = json.loads((out / "results.json").read_text())
     assert len(results["rows"]) == 6 and {row["method"] for row in results["rows"]} == {"gif", "fif", "grad"}
+    ref = results["references"]["0"]["metrics"]
     for row in results["rows"]:
-        assert 0.0 <= row["mia"]["forget"] <= 1.0
-        assert 0.0 <= row["against_retrained"]["agreement_test"] <= 1.0
-        assert row["scale"] in [s["scale"] for s in row["validation_sweep"]]
-    assert "retrained" in results["reference"] and results["reference"]["retrained"]["excluded_label"] == 3
+        assert 0.0 <= row["mia"]["entropy"] <= 1.0
+        gaps = [abs(row[k]["accuracy"] - ref[k]["accuracy"]) for k in ("forget", "retain", "test")]
+        gaps.append(abs(row["mia"]["entropy"] - ref["mia"]["entropy"]))
+        assert row["avg_gap"] == pytest.approx(sum(gaps) / 4)
+        assert (out / "cells" / row["cell"] / "edited.safetensors").is_file()
     md = (out / "results.md").read_text()
-    assert "| gif | topk-outputs | F1 |" in md and "MR 30%" in md
+    assert "| gif (topk-outputs 30%) |" in md and "Avg. Gap" in md
     try:
         import matplotlib  # noqa: F401
     except ImportError:  # the plot extra is optional
@@ -39,12 +42,49 @@ def test_compare_writes_all_outputs(runner, tiny_model, fake_mnist, tiny_config,
         assert (out / "results.png").stat().st_size > 1000
 
 
+def test_compare_other_methods_over_seeds(runner, tiny_model, fake_mnist, tmp_path):
+    out = tmp_path / "cmp"
+    r = invoke(runner, ["compare", "--model", tiny_model, "--forget-label", 3, "--methods", "ssd,gif,retrain",
+                        "--ratios", "0.1", "--seeds", "0,1", "--hessian-samples", 64, "--max-iter", 5,
+                        "--out-dir", out, "--device", "cpu", "--data-dir", fake_mnist, "--no-plot"])
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    assert sorted((row["method"], row["seed"]) for row in rows) == [
+        ("gif", 0), ("gif", 1), ("retrain", 0), ("retrain", 1), ("ssd", 0), ("ssd", 1)]
+    for row in rows:
+        ref = results["references"][str(row["seed"])]
+        assert row["rte"] == pytest.approx(row["method_seconds"] / ref["seconds"])
+        assert set(row["mia"]["svc"]) == {"correctness", "confidence", "entropy", "m_entropy", "probability"}
+        if row["method"] == "retrain":
+            assert row["avg_gap"] == 0.0
+    ssd = [row for row in rows if row["method"] == "ssd"]
+    assert all({"alpha", "lambda"} <= set(row["hyper"]) for row in ssd)
+    assert all(len(row["validation_sweep"]) == row["hyper"]["search_budget"] == 15 for row in ssd)
+    summary = {e["method"]: e for e in results["summary"]}
+    accs = [100 * row["test"]["accuracy"] for row in ssd]
+    assert summary["ssd"]["seeds"] == 2 and summary["ssd"]["test acc %"]["mean"] == pytest.approx(sum(accs) / 2)
+
+
+def test_a_second_compare_into_the_same_folder_reuses_nothing(runner, tiny_model, fake_mnist, tmp_path):
+    out = tmp_path / "cmp"
+    common = ["compare", "--model", tiny_model, "--methods", "gif", "--ratios", "0.2", "--hessian-samples", 32,
+              "--max-iter", 3, "--scales", "1,10", "--out-dir", out, "--device", "cpu", "--data-dir", fake_mnist,
+              "--no-plot", "--no-svc"]
+    for label in (3, 5):
+        r = invoke(runner, [*common, "--forget-label", label])
+        assert r.exit_code == 0, r.output
+        mask = json.loads((out / "cells" / "gif-topk-outputs-0.2-s0" / "mask.json").read_text())
+        assert mask["forget"]["label"] == label
+        assert json.loads((out / "results.json").read_text())["label"] == label
+
+
 def test_compare_config_file(runner, tiny_model, fake_mnist, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"model: {tiny_model}\nforget_label: 2\nmethods: [gif]\nratios: [0.2]\nhessian_samples: 32\n"
                    f"max_iter: 3\nscales: '1,10'\n")
     out = tmp_path / "cmp"
-    r = invoke(runner, ["compare", "--config", cfg, "--out-dir", out, "--no-plot", "--device", "cpu",
+    r = invoke(runner, ["compare", "--config", cfg, "--out-dir", out, "--no-plot", "--no-svc", "--device", "cpu",
                         "--data-dir", fake_mnist])
     assert r.exit_code == 0, r.output
     results = json.loads((out / "results.json").read_text())
@@ -56,6 +96,7 @@ def test_compare_bad_method(runner, tiny_model, fake_mnist, tmp_path):
     r = invoke(runner, ["compare", "--model", tiny_model, "--forget-label", 3, "--methods", "gif,magic",
                         "--out-dir", tmp_path / "c", "--data-dir", fake_mnist])
     assert r.exit_code == 2 and "unknown method" in r.output, r.output
+    assert not (tmp_path / "c").exists()
 
 
 def test_spectrum_matches_eigvalsh_on_a_tiny_model(runner, tiny_config, fake_mnist, tmp_path):
