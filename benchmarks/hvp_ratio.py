@@ -19,13 +19,13 @@ import time
 
 import torch
 
-from gifcli.data.datasets import load_splits
+from gifcli.data.datasets import DatasetSpec, batches as data_batches, load_data
 from gifcli.io.checkpoint import load_checkpoint
 from gifcli.io.files import provenance, write_json
 from gifcli.math.hvp import HVP_MODES, HessianSample, mean_loss_gradient
 from gifcli.math.selection import output_scores, select
-from gifcli.math.solvers import cg, neumann
-from gifcli.models.zoo import build_model
+from gifcli.math.solvers import cg, lsmr, neumann
+from gifcli.models.zoo import ARCHITECTURES
 
 
 def products_to(history: list[float], tol: float, per_iter: int, offset: int) -> int | None:
@@ -49,23 +49,23 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-solvers", action="store_true", help="time the products only")
+    ap.add_argument("--output-score", default="abs", help="how J is scored (abs or positive)")
     args = ap.parse_args()
     dev = torch.device(args.device)
 
-    splits = load_splits("mnist", args.data_dir)
+    data = load_data(DatasetSpec.parse("mnist"), args.data_dir)
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint)
     else:
         torch.manual_seed(0)
-        model = build_model("cnn", (1, 28, 28), 10).eval()
+        model = ARCHITECTURES.get("cnn")((1, 28, 28), 10).eval()
     model = model.to(dev).eval()
-    idx = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[: args.samples]
-    x, y = splits.train.x[idx].to(dev), splits.train.y[idx].to(dev)
-    batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, len(y), args.batch_size)]
-    forget = splits.train.where(splits.train.y == args.label)
-    forget_batches = [(forget.x[i:i + 512].to(dev), forget.y[i:i + 512].to(dev)) for i in range(0, len(forget), 512)]
-    J = select(model, "topk-outputs", args.ratio, output_scores(model, forget_batches))
-    g = mean_loss_gradient(model, forget_batches) * (len(forget) / len(splits.train))
+    sample = data.fit.sample(args.samples, seed=0)
+    batches = [(x.to(dev), y.to(dev)) for x, y in data_batches(sample, args.batch_size)]
+    forget = data.fit.where(data.fit.labels == args.label)
+    forget_batches = [(x.to(dev), y.to(dev)) for x, y in data_batches(forget, 512)]
+    J = select(model, "topk-outputs", args.ratio, output_scores(model, forget_batches, args.output_score)).J
+    g = mean_loss_gradient(model, forget_batches) * (len(forget) / len(data.fit))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     # "retain"/"recompute"/"forward" are gif's modes ("retain"/"recompute" with gif's cheaper
@@ -113,7 +113,7 @@ def main() -> None:
         "model": args.checkpoint or "cnn (random weights)",
         "parameters": J.space.size,
         "selected": J.size,
-        "hessian_samples": len(y),
+        "hessian_samples": len(sample),
         "batch_size": args.batch_size,
         "rounds": args.repeats,
         "seconds": {"gradient": t_grad, **{f"hvp_{m}": t for m, t in t_hvp.items()},
@@ -124,11 +124,15 @@ def main() -> None:
     if not args.no_solvers:
         rhs = J.gather(H.hvp(-g))
         _, cg_stats = cg(normal, rhs, tol=1e-3, max_iter=args.cg_max_iter)
+        _, ls_stats = lsmr(lambda w: H.hvp(J.scatter(w)), lambda u: J.gather(H.hvp(u, only=J)), -g, J.size, tol=1e-3,
+                           max_iter=args.cg_max_iter, recurrence_dtype=torch.float64)
         _, nm_stats = neumann(normal, rhs, tol=1e-3, max_iter=args.neumann_max_iter)
         power = nm_stats.operator_calls - nm_stats.iterations  # power-iteration calls
         result["solver_products"] = {
             "cg_to_1e-2": products_to(cg_stats.residuals, 1e-2, 2, 1),
             "cg_to_1e-3": products_to(cg_stats.residuals, 1e-3, 2, 1),
+            "lsmr_to_1e-2": products_to(ls_stats.residuals, 1e-2, 2, 1),
+            "lsmr_to_1e-3": products_to(ls_stats.residuals, 1e-3, 2, 1),
             "neumann_to_1e-2": products_to(nm_stats.residuals, 1e-2, 2, 1 + 2 * power),
             "neumann_to_1e-3": products_to(nm_stats.residuals, 1e-3, 2, 1 + 2 * power),
             "neumann_power_iteration_products": 2 * power,

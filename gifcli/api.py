@@ -63,7 +63,7 @@ def _runtime(device: Union[str, torch.device], batch_size: Optional[int], loss: 
 
 
 def select(model: nn.Module, forget: DataLike, *, criterion: str = "topk-outputs", ratio: float = 0.1,
-           seed: int = 0, threshold: Optional[float] = None, output_score: str = "positive",
+           seed: int = 0, threshold: Optional[float] = None, output_score: str = "abs",
            train_size: Optional[int] = None, loss: Optional[SumLoss] = None, device: str = "cpu",
            batch_size: Optional[int] = None) -> Selection:
     """The parameters J to edit, chosen on the forget samples (``Selection.J``)."""

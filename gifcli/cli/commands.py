@@ -422,8 +422,17 @@ def evaluate_cmd(
         raise GateFailed("threshold violated: " + "; ".join(report["violations"]))
 
 
-def _unlearn_output(result, report, folder: Path, title: str) -> None:
-    out.print(metrics_table(title, {"base": report["base"], "edited": report["edited"]}))
+def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, device: str, batch_size: int,
+                  workers: int, deterministic: bool, edited_out: Optional[Path] = None, table=None) -> None:
+    """The core's run into a run folder, then (rank 0) the table of base and edited, the solver line."""
+    from ..pipelines.unlearn import unlearn_to_folder
+
+    with Bars() as bars:
+        rt = rt_for(device, batch_size, workers, bars, deterministic)
+        result, report = unlearn_to_folder(loaded, data, task, args, rt, folder, edited_out, kind)
+    if not rt.dist.is_main:
+        return
+    out.print((table or metrics_table)(title(result), {"base": report["base"], "edited": report["edited"]}))
     inf = report.get("influence") or {}
     env = result.outcome.influence.environment if result.outcome.influence is not None else {}
     for line in (hvp_note({**(inf.get("hessian") or {}), **env}), solver_line(inf.get("stats"))):
@@ -449,20 +458,12 @@ def remove_class_cmd(
     uargs: Any = None,
 ) -> None:
     """Forget a class: select -> influence -> scale chosen on validation -> apply -> evaluate."""
-    from ..core.tasks import ClassRemoval
-    from ..pipelines.unlearn import unlearn_to_folder
-
     args = unlearn_args(uargs)
-    folder = out_dir or Path(f"runs/remove-class-{label}")
     loaded, data = load(model, dataset, data_dir)
     task = forget_task(data, label, None)
-    assert isinstance(task, ClassRemoval)
-    with Bars() as bars:
-        rt = rt_for(device, batch_size, workers, bars, deterministic)
-        result, report = unlearn_to_folder(loaded, data, task, args, rt, folder, kind="remove-class")
-    if rt.dist.is_main:
-        _unlearn_output(result, report, folder, f"remove class {label}: {args.method}, {args.criterion} "
-                                                f"{100 * args.ratio:g}%, scale {result.scale:g}")
+    run_to_folder(loaded, data, task, args, out_dir or Path(f"runs/remove-class-{label}"), "remove-class",
+                  lambda r: f"remove class {label}: {args.method}, {args.criterion} {100 * args.ratio:g}%, "
+                            f"scale {r.scale:g}", device, batch_size, workers, deterministic)
 
 
 @app.command("remove-samples")
@@ -481,22 +482,17 @@ def remove_samples_cmd(
     uargs: Any = None,
 ) -> None:
     """Forget a set of training samples; the scale is chosen by --scale-criterion (privacy or repair)."""
-    from ..pipelines.unlearn import unlearn_to_folder
-
     args = unlearn_args(uargs)
-    folder = out_dir or Path("runs/remove-samples")
     loaded, data = load(model, dataset, data_dir)
     task = forget_task(data, None, forget, criterion=args.scale_criterion)
     left = task.forget.in_validation.numel()
     if left:
         warn(f"{left} forget indices fall in gif's validation split (never trained on): left out, listed in the report")
-    with Bars() as bars:
-        rt = rt_for(device, batch_size, workers, bars, deterministic)
-        result, report = unlearn_to_folder(loaded, data, task, args, rt, folder, kind="remove-samples")
-    if rt.dist.is_main:
-        crit = task.criterion(args.scale_criterion)
-        _unlearn_output(result, report, folder, f"forget {len(task.forget.in_fit)} samples: {args.method}, "
-                                                f"{args.criterion} {100 * args.ratio:g}%, scale {result.scale:g} ({crit})")
+    crit = task.criterion(args.scale_criterion)
+    run_to_folder(loaded, data, task, args, out_dir or Path("runs/remove-samples"), "remove-samples",
+                  lambda r: f"forget {len(task.forget.in_fit)} samples: {args.method}, {args.criterion} "
+                            f"{100 * args.ratio:g}%, scale {r.scale:g} ({crit})", device, batch_size, workers,
+                  deterministic)
 
 
 

@@ -9,7 +9,7 @@ from rich.text import Text
 from ..errors import InputFileError, UsageError
 from .app import ALL_OPTIONS, Bars, app, handled, out, say, single_process, unlearn_args, with_options
 from .commands import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Deterministic, Device, ForgetFile, ForgetLabel,
-                       ModelOpt, Workers, forget_task, hvp_note, load, pct, rt_for, solver_line)
+                       ModelOpt, Workers, forget_task, load, pct, rt_for, run_to_folder)
 
 backdoor_app = typer.Typer(help="Implant a trigger, train the backdoored model, recover it with GIF (section 5.3).",
                            no_args_is_help=True, rich_markup_mode=None)
@@ -69,6 +69,7 @@ def backdoor_table(title: str, rows: dict[str, dict]) -> Table:
     for c in ("BD data w/ BD label", "BD data w/ true label", "clean test", "attack success"):
         table.add_column(c, justify="right")
     for name, r in rows.items():
+        name = {"base": "backdoored", "edited": "recovered"}.get(name, name)
         table.add_row(Text(name), pct(r["bd_data_backdoor_label_accuracy"]), pct(r["bd_data_true_label_accuracy"]),
                       pct(r["test_accuracy"]), pct(r["attack_success_rate"]))
     return table
@@ -94,28 +95,16 @@ def backdoor_recover(
     from ..core.tasks import BackdoorRecovery
     from ..pipelines.backdoor import check_model_poison, load_backdoor, read_poison
     from ..pipelines.common import load_data_for, load_model
-    from ..pipelines.unlearn import unlearn_to_folder
 
     args = unlearn_args(uargs)
-    folder = run_dir or Path("runs/backdoor-recover")
     loaded = load_model(model)
     doc = read_poison(poison)
     check_model_poison(loaded, doc)
     bd = load_backdoor(doc, data_dir, load_data_for(loaded, None, data_dir))
-    task = BackdoorRecovery(bd)
-    with Bars() as bars:
-        rt = rt_for(device, batch_size, workers, bars, deterministic)
-        result, report = unlearn_to_folder(loaded, bd.data, task, args, rt, folder, edited_out=out_path,
-                                           kind="backdoor-recover")
-    if rt.dist.is_main:
-        out.print(backdoor_table(f"backdoor recovery: {args.method}, {args.criterion} {100 * args.ratio:g}%, "
-                                 f"scale {result.scale:g}", {"backdoored": report["base"], "recovered": report["edited"]}))
-        inf = report.get("influence") or {}
-        env = result.outcome.influence.environment if result.outcome.influence is not None else {}
-        for line in (hvp_note({**(inf.get("hessian") or {}), **env}), solver_line(inf.get("stats"))):
-            if line:
-                say(line)
-        say(f"wrote {out_path}; mask, influence and report.json in {folder} ({report['seconds']:.0f} s)")
+    run_to_folder(loaded, bd.data, BackdoorRecovery(bd), args, run_dir or Path("runs/backdoor-recover"),
+                  "backdoor-recover", lambda r: f"backdoor recovery: {args.method}, {args.criterion} "
+                                                f"{100 * args.ratio:g}%, scale {r.scale:g}",
+                  device, batch_size, workers, deterministic, edited_out=out_path, table=backdoor_table)
 
 
 @backdoor_app.command("evaluate")

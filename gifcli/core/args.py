@@ -41,8 +41,8 @@ class UnlearnArgs:
     criterion: str = _help(f"how J is chosen: {', '.join(CRITERIA)}", "topk-outputs")
     ratio: float = _help("share of each layer's parameters in J, in (0, 1]", 0.1)
     threshold: Optional[float] = _help("threshold criterion: score a unit must exceed (default: the layer's mean)")
-    output_score: str = _help("topk-outputs/threshold score: 'positive' (mean max(output, 0)) or 'abs' "
-                              "(mean |output|, the paper's)", "positive")
+    output_score: str = _help("topk-outputs/threshold score: 'abs' (mean |output|, the paper's) or 'positive' "
+                              "(mean max(output, 0), what a following ReLU passes on)", "abs")
     seed: int = _help("seed of the random/threshold selection and of the Hessian sample", 0)
     solver: str = _help(f"linear solver: {', '.join(SOLVERS)}", "lsmr")
     tol: float = _help("stop at this relative residual of the normal equations", 1e-2)
@@ -54,13 +54,16 @@ class UnlearnArgs:
                             "float64")
     hvp_mode: str = _help("retain (keep first-order graphs), recompute (constant memory), forward, or auto "
                           "(retain when the graphs fit --memory-budget)", "auto")
-    memory_budget: Optional[float] = _help("bytes the kept graphs may use with hvp-mode auto "
+    memory_budget: Optional[float] = _help("what the kept graphs may use with hvp-mode auto, e.g. 2GiB "
                                            "(default: half the free device memory)")
     hessian_samples: int = _help("training samples in the Hessian sample", 1024)
-    hessian_data: str = _help("the data the Hessian is of: 'remaining' (training data minus the forget "
-                              "set, eq. 9 with eps = -1) or 'all' (what the model was trained on)", "remaining")
-    scales: Optional[tuple[float, ...]] = _help("scales to try (None: the default grid, chosen on validation)")
-    scale_criterion: Optional[str] = _help("how the scale is chosen on validation (default: the task's)")
+    hessian_data: str = _help("the data the Hessian is of: 'all' (what the model was trained on: the influence "
+                              "function's derivative at eps = 0) or 'remaining' (minus the forget set, eq. 9 with "
+                              "eps = -1)", "all")
+    scales: Optional[tuple[float, ...]] = _help("the scale: 'auto' (a grid 2^-10..2^11, chosen on validation), "
+                                                "a number, or a comma-separated list to choose from")
+    scale_criterion: Optional[str] = _help("how the scale is chosen on validation: f1, privacy, repair, backdoor "
+                                           "(default: the task's; see docs/methods.md)")
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:

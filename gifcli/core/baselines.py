@@ -264,7 +264,7 @@ class Retrain(Method):
         cfg = TrainConfig.from_dict({**ctx.train_config, "seed": int(ctx.train_config.get("seed", 0)) + args.seed})
         torch.manual_seed(cfg.seed)
         fresh = ctx.build().to(rt.device)
-        result = train_model(fresh, task.retain(data), cfg, rt.device, None, rt.workers)
+        train_model(fresh, task.retain(data), cfg, rt.device, None, rt.workers)
         return MethodOutcome(set_eval(fresh), {"epochs": cfg.epochs, "seed": cfg.seed}, [], None, None,
                              time.perf_counter() - start)
 

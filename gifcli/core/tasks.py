@@ -19,6 +19,9 @@ Scale criteria (``--scale-criterion``; each task has a default):
   closest to its mean loss on the held-out validation images, among the scales that keep
   validation accuracy within 0.5 points of the unedited model's.
 * ``repair`` (mislabeled or harmful samples): the scale with the best validation accuracy.
+
+For a sample forget set the validation split is scored without the forget set's own images that
+fall in it: the user named them as wrong or private, so their labels never judge an edit.
 * ``backdoor`` (relabelling a poisoned set): F1 of (1 - attack success on the poisoned
   validation images) and the utility, the mean of their true-label accuracy and the clean
   validation accuracy.
@@ -26,7 +29,7 @@ Scale criteria (``--scale-criterion``; each task has a default):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional
 
 import torch
@@ -91,6 +94,10 @@ class Task(ABC):
     def retain(self, data: Data) -> Split:
         """The training data that remains after forgetting (what a retrained model is trained on)."""
         return self.hessian_pool(data, "remaining")
+
+    def validation(self, data: Data) -> Split:
+        """The held-out images hyper-parameters are chosen on."""
+        return data.validation
 
     def criterion(self, name: Optional[str]) -> str:
         name = name or self.default_criterion
@@ -165,6 +172,12 @@ class SampleRemoval(Task):
     def retain_sample(self, data: Data) -> Split:
         return self.retain(data).sample(RETAIN_SAMPLE, seed=0)
 
+    def validation(self, data: Data) -> Split:
+        """The validation split minus the forget set's images in it: those were named as ones to forget
+        (wrongly labelled, harmful, or private), so they never score a candidate edit."""
+        val = data.validation
+        return val.where(~torch.isin(val.indices, self.forget.in_validation))
+
     def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
         return {"forget": evaluate(model, self.target(data).split, rt, "forget").as_dict(),
                 "retain": evaluate(model, self.retain_sample(data), rt, "retained training").as_dict(),
@@ -235,7 +248,7 @@ def _f1(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
 @SCALE_CRITERIA.register("privacy")
 def _privacy(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
     forget = materialise(task.target(data).split, rt.batch_size, rt.workers)
-    validation = materialise(data.validation, rt.batch_size, rt.workers)
+    validation = materialise(task.validation(data), rt.batch_size, rt.workers)
     floor = _acc(evaluate(base, validation, rt, "validation")) - PRIVACY_ACCURACY_SLACK
 
     def score(model: nn.Module) -> dict:
@@ -250,7 +263,7 @@ def _privacy(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
 
 @SCALE_CRITERIA.register("repair")
 def _repair(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
-    validation = materialise(data.validation, rt.batch_size, rt.workers)
+    validation = materialise(task.validation(data), rt.batch_size, rt.workers)
 
     def score(model: nn.Module) -> dict:
         v = evaluate(model, validation, rt, "validation")
@@ -297,7 +310,8 @@ class SplitData:
 
 
 class GivenForget(Task):
-    """Forget samples given as a split; the retained training data is the data's ``fit`` split."""
+    """Forget samples given as a split; the retained training data is the data's ``fit`` split
+    (the Hessian of ``all`` is of the retained data and the forget samples together)."""
 
     name = "sample forgetting"
     default_criterion = "privacy"
@@ -314,14 +328,10 @@ class GivenForget(Task):
         return Target(self.forget, {**self.describe(), "count": len(self.forget)})
 
     def hessian_pool(self, data, which: str) -> Split:
-        if which == "all":
+        if which == "all":  # the retained data, then the forget samples: what the model was trained on
             from ..data.datasets import concat
 
-            try:
-                return concat(data.fit, self.forget)
-            except ValueError:
-                raise UsageError("hessian_data='all' needs the forget samples and the training data to come from "
-                                 "one dataset; pass the retained data and use 'remaining'") from None
+            return concat(data.fit, self.forget)
         return data.fit
 
     def report(self, model: nn.Module, data, rt: Runtime) -> dict:

@@ -20,7 +20,6 @@ choose hyper-parameters such as the scale.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -178,8 +177,15 @@ class Batched(Dataset):
     def __getitem__(self, index):
         if isinstance(index, int):
             return self.dataset[index]
-        items = [self.dataset[int(i)] for i in index]
+        items = [self._one(int(i)) for i in index]
         return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+    def _one(self, i: int):
+        """One sample; a dataset that answers batch indexing (a gif dataset inside a ConcatDataset) too."""
+        x, y = self.dataset[i]
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and y.dim() == 1 and len(y) == 1:
+            return x[0], y[0]
+        return x, y
 
 
 def batch_dataset(dataset: Dataset) -> Dataset:
@@ -244,9 +250,14 @@ def dataset_labels(dataset: Dataset) -> torch.Tensor:
 
 
 def concat(a: Split, b: Split) -> Split:
-    if a.dataset is not b.dataset:
-        raise ValueError("splits of different datasets cannot be joined")
-    return Split(a.dataset, torch.cat([a.indices, b.indices]), torch.cat([a.labels, b.labels]))
+    """The samples of ``a`` then those of ``b`` (over one dataset, or a ConcatDataset of the two)."""
+    if a.dataset is b.dataset:
+        return Split(a.dataset, torch.cat([a.indices, b.indices]), torch.cat([a.labels, b.labels]))
+    from torch.utils.data import ConcatDataset
+
+    joined = Batched(ConcatDataset([a.dataset, b.dataset]))
+    offset = len(a.dataset)  # type: ignore[arg-type]
+    return Split(joined, torch.cat([a.indices, b.indices + offset]), torch.cat([a.labels, b.labels]))
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -28,6 +28,7 @@ from ..io.files import STDIO, parse_json, provenance, read_text, write_json
 from .datasets import Data, indices_sha256
 
 FORGET_FORMAT = "gif-forget"
+FORGET_STREAM = 0x5EED_F0  # offset of the forget-set draws' seeds
 _INT_LINE = re.compile(r"^\s*(-?\d+)\s*$")
 
 
@@ -154,8 +155,10 @@ def make_forget_set(data: Data, how: str, *, fraction: Optional[float] = None, c
     ``files`` (ImageFolder paths), ``indices`` (a list to check and record).
     """
     n = data.train_size
-    gen = torch.Generator().manual_seed(seed)
-    made: dict[str, Any] = {"how": how, "seed": seed}
+    # a stream of its own: seeded like the validation split, the same seed would draw the same first
+    # indices, and a random forget set would start with exactly the validation images
+    gen = torch.Generator().manual_seed(FORGET_STREAM + seed)
+    made: dict[str, Any] = {"how": how, "seed": seed, "stream": f"torch.Generator seeded {FORGET_STREAM} + seed"}
     labels = data.train_labels
     if how == "random":
         k = _count(n, fraction, count)

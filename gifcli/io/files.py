@@ -61,7 +61,7 @@ def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -140,16 +140,11 @@ def dumps(data: Any) -> str:
 def write_json(path: str | Path, data: Any) -> None:
     """Strict JSON, atomically; ``-`` writes to standard output."""
     check_finite_json(data, str(path))
-    text = dumps(data)
-    if str(path) == STDIO:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text(path, dumps(data))
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """Text, atomically; ``-`` writes to standard output."""
     if str(path) == STDIO:
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -30,3 +30,14 @@ def tiny_model(runner, tiny_config, fake_mnist, tmp_path_factory) -> Path:
     r = invoke(runner, ["train", "--config", tiny_config, "--out", out, "--data-dir", fake_mnist, "--device", "cpu"])
     assert r.exit_code == 0, r.output
     return out
+
+
+def refused(r, needle, out=None, code=1):
+    """One line naming the problem, the exit code, no traceback, and no output (nor temporary) file."""
+    assert r.exit_code == code, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.output, r.output
+    assert needle.lower() in r.output.lower(), r.output
+    if out is not None:
+        assert not (out.exists() and out.is_file()), f"{out} was written"
+        assert not list(out.parent.glob(f".{out.name}.*")), "a temporary file was left behind"

@@ -109,6 +109,11 @@ def test_model_trained_on_another_poison_is_refused(runner, backdoored, quiet_mn
     r = invoke(runner, ["backdoor", "recover", "--model", backdoored["model"], "--poison", other,
                         "--out", tmp_path / "r.safetensors", "--run-dir", tmp_path / "run", "--data-dir", quiet_mnist])
     assert r.exit_code == 1 and "another poison" in r.output, r.output
+    # evaluate checks it too: its figures would be about data the model never saw poisoned
+    r = invoke(runner, ["backdoor", "evaluate", "--model", backdoored["model"], "--poison", other,
+                        "--json", tmp_path / "e.json", "--data-dir", quiet_mnist])
+    assert r.exit_code == 1 and "another poison" in r.output, r.output
+    assert not (tmp_path / "e.json").exists()
 
 
 @pytest.mark.parametrize("args,needle", [(["--fraction", 0], "--fraction"), (["--fraction", 1.0], "--fraction"),

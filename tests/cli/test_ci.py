@@ -5,7 +5,6 @@ import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
-import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -137,3 +136,29 @@ def test_two_identical_runs_write_identical_bytes(runner, tiny_model, fake_mnist
 
     a, b = (json.loads((f / "report.json").read_text()) for f in (first, folder))
     assert without_timings(a) == without_timings(b)
+
+
+def test_the_documented_ci_recipe_runs(tiny_model, fake_mnist, tmp_path):
+    """The shell steps of docs/ci.md, as written, on tiny data: exit 0, the gates and the chain hold."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ci.md").read_text()
+    block = re.search(r"<!-- recipe -->\s*```bash\n(.*?)```\s*<!-- /recipe -->", doc, re.S).group(1)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gif").write_text(f"#!/bin/sh\nexec {sys.executable} -m gifcli \"$@\"\n")
+    (bin_dir / "gif").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MODEL": str(tiny_model), "LABEL": "3",
+           "GIF_DATA_DIR": str(fake_mnist), "MAX_FORGET_ACC": "100", "MIN_TEST_ACC": "50"}
+    p = subprocess.run(["bash", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "verified" in p.stdout
+    assert ET.parse(tmp_path / "run" / "gates.xml").getroot().get("failures") == "0"
+    env["MAX_FORGET_ACC"] = "0"  # a gate that cannot pass: the job must fail
+    env["MIN_TEST_ACC"] = "101"
+    p = subprocess.run(["bash", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "threshold violated" in p.stderr

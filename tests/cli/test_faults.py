@@ -12,17 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from gifcli.io.files import sha256_tensors
 
-from .conftest import invoke
-
-
-def _refused(r, needle, out=None, code=1):
-    assert r.exit_code == code, r.output
-    lines = [line for line in r.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in r.output, r.output
-    assert needle.lower() in r.output.lower(), r.output
-    if out is not None:
-        assert not os.path.lexists(out) or not os.path.isfile(out) or out.stat().st_size == 0 or False
-        assert not list(out.parent.glob(f".{out.name}.*")), "a temporary file was left behind"
+from .conftest import invoke, refused
 
 
 def _rewrite(src, dst, change):
@@ -66,10 +56,10 @@ def test_a_model_with_a_nan_weight_is_refused(runner, tiny_model, fake_mnist, tm
     out = tmp_path / "i.safetensors"
     r = invoke(runner, ["influence", "--model", bad, "--method", "if", "--forget-label", 1, "--device", "cpu",
                         "--out", out, "--data-dir", fake_mnist])
-    _refused(r, "NaN", out)
+    refused(r, "NaN", out)
     rep = tmp_path / "r.json"
     r = invoke(runner, ["evaluate", "--model", bad, "--json", rep, "--data-dir", fake_mnist])
-    _refused(r, "NaN", rep)
+    refused(r, "NaN", rep)
 
 
 def test_outputs_that_overflow_are_refused_not_written_as_nan(runner, tiny_model, fake_mnist, tmp_path):
@@ -80,7 +70,7 @@ def test_outputs_that_overflow_are_refused_not_written_as_nan(runner, tiny_model
     bad = _rewrite(tiny_model, tmp_path / "huge.safetensors", blow_up)
     rep = tmp_path / "r.json"
     r = invoke(runner, ["evaluate", "--model", bad, "--json", rep, "--data-dir", fake_mnist])
-    _refused(r, "not finite", rep)
+    refused(r, "not finite", rep)
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
@@ -88,7 +78,7 @@ def test_damping_must_be_finite_and_non_negative(runner, tiny_model, mask, fake_
     out = tmp_path / "i.safetensors"
     r = invoke(runner, ["influence", "--model", tiny_model, "--mask", mask, "--forget-label", 1, "--damping", value,
                         "--out", out, "--data-dir", fake_mnist])
-    _refused(r, "--damping", out, code=2)
+    refused(r, "--damping", out, code=2)
 
 
 @pytest.mark.parametrize("scale", ["1e300", "inf", "nan"])
@@ -106,7 +96,7 @@ def test_an_influence_file_with_a_nan_is_refused(runner, tiny_model, influence_f
     bad = _rewrite(influence_file, tmp_path / "nan_delta.safetensors", poison)
     out = tmp_path / "e.safetensors"
     r = invoke(runner, ["apply", "--model", tiny_model, "--influence", bad, "--scale", 1, "--out", out])
-    _refused(r, "NaN", out)
+    refused(r, "NaN", out)
 
 
 def test_an_edited_delta_is_caught_by_its_hash(runner, tiny_model, influence_file, tmp_path):
@@ -118,7 +108,7 @@ def test_an_edited_delta_is_caught_by_its_hash(runner, tiny_model, influence_fil
     save_file(tensors, str(bad), metadata=meta)  # the recorded delta_sha256 is left as it was
     out = tmp_path / "e.safetensors"
     r = invoke(runner, ["apply", "--model", tiny_model, "--influence", bad, "--scale", 1, "--out", out])
-    _refused(r, "sha256", out)
+    refused(r, "sha256", out)
 
 
 # --- index files are checked field by field before use ----------------------------------------
@@ -153,7 +143,7 @@ def test_mask_fields_are_checked_against_the_model(runner, tiny_model, mask, fak
     out = tmp_path / "i.safetensors"
     r = invoke(runner, ["influence", "--model", tiny_model, "--mask", bad, "--forget-label", 1, "--device", "cpu",
                         "--out", out, "--data-dir", fake_mnist])
-    _refused(r, needle, out)
+    refused(r, needle, out)
     assert str(bad) in r.output
 
 
@@ -163,14 +153,14 @@ def test_a_json_nesting_bomb_names_the_file(runner, tiny_model, fake_mnist, tmp_
     out = tmp_path / "i.safetensors"
     r = invoke(runner, ["influence", "--model", tiny_model, "--mask", bomb, "--forget-label", 1, "--device", "cpu",
                         "--out", out, "--data-dir", fake_mnist])
-    _refused(r, str(bomb), out)
+    refused(r, str(bomb), out)
 
 
 def test_a_ratio_that_selects_nothing_writes_no_mask(runner, tiny_model, fake_mnist, tmp_path):
     out = tmp_path / "m.json"
     r = invoke(runner, ["select", "--model", tiny_model, "--forget-label", 1, "--ratio", 1e-6, "--out", out,
                         "--data-dir", fake_mnist])
-    _refused(r, "selects no parameter", out, code=2)
+    refused(r, "selects no parameter", out, code=2)
 
 
 # --- paths and terminals ----------------------------------------------------------------------
@@ -182,7 +172,7 @@ def test_paths_with_markup_and_newlines(runner, tiny_model, influence_file, tmp_
     assert out.is_file() and "[/x] edited [v2].safetensors" in r.output
     weird = tmp_path / "line\nbreak [/x]"
     r = invoke(runner, ["evaluate", "--model", weird])
-    _refused(r, "not found")
+    refused(r, "not found")
 
 
 def test_json_dash_is_standard_output(runner, tiny_model, fake_mnist, tmp_path, monkeypatch):
@@ -199,17 +189,17 @@ def test_only_regular_files_are_replaced(runner, tiny_model, influence_file, tmp
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     r = invoke(runner, ["apply", "--model", tiny_model, "--influence", influence_file, "--scale", 1, "--out", fifo])
-    _refused(r, "not a regular file")
+    refused(r, "not a regular file")
     assert fifo.exists() and not fifo.is_file()
     link = tmp_path / "link.safetensors"
     link.symlink_to(os.devnull)
     r = invoke(runner, ["apply", "--model", tiny_model, "--influence", influence_file, "--scale", 1, "--out", link])
-    _refused(r, "link")
+    refused(r, "link")
     assert os.path.islink(link)
     folder = tmp_path / "a_folder"
     folder.mkdir()
     r = invoke(runner, ["apply", "--model", tiny_model, "--influence", influence_file, "--scale", 1, "--out", folder])
-    _refused(r, "folder")
+    refused(r, "folder")
 
 
 def test_runs_with_stdout_closed(tiny_model, mask, fake_mnist, tmp_path):
@@ -227,5 +217,5 @@ def test_unknown_method_writes_nothing(runner, tiny_model, fake_mnist, tmp_path)
                 ["--weight-decay", "lots"], ["--memory-budget", "much"]):
         r = invoke(runner, ["remove-class", "--label", 1, "--model", tiny_model, "--out-dir", out, "--data-dir",
                             fake_mnist, *bad])
-        _refused(r, bad[0].lstrip("-"), code=2)
+        refused(r, bad[0].lstrip("-"), code=2)
         assert not out.exists()

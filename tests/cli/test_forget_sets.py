@@ -7,21 +7,12 @@ import torch
 from gifcli import load_checkpoint
 from gifcli.data.datasets import DatasetSpec, load_data
 
-from .conftest import invoke
+from .conftest import invoke, refused
 
 
 @pytest.fixture(scope="module")
 def data(fake_mnist):
     return load_data(DatasetSpec.parse("mnist"), str(fake_mnist))
-
-
-def _refused(r, needle, out=None, code=1):
-    assert r.exit_code == code, r.output
-    lines = [line for line in r.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in r.output, r.output
-    assert needle.lower() in r.output.lower(), r.output
-    if out is not None:
-        assert not out.exists() and not list(out.parent.glob(f".{out.name}.*"))
 
 
 def test_forget_set_file_round_trip(runner, fake_mnist, tmp_path, data):
@@ -32,7 +23,9 @@ def test_forget_set_file_round_trip(runner, fake_mnist, tmp_path, data):
     doc = json.loads(out.read_text())
     assert doc["format"] == "gif-forget" and doc["count"] == 60 == len(doc["indices"])
     assert doc["indices"] == sorted(set(doc["indices"])) and doc["dataset"]["kind"] == "mnist"
-    expected = torch.randperm(600, generator=torch.Generator().manual_seed(3))[:60].sort().values.tolist()
+    from gifcli.data.forget import FORGET_STREAM
+
+    expected = torch.randperm(600, generator=torch.Generator().manual_seed(FORGET_STREAM + 3))[:60].sort().values.tolist()
     assert doc["indices"] == expected  # the seeded draw, made independently here
     from gifcli.data.forget import read_forget
 
@@ -47,6 +40,15 @@ def test_forget_set_file_round_trip(runner, fake_mnist, tmp_path, data):
                        str(fake_mnist)], input="17\n3\n599\n42\n")
     assert r.exit_code == 0, r.output
     assert json.loads(out2.read_text())["indices"] == [3, 17, 42, 599]
+
+
+def test_a_random_forget_set_is_not_the_validation_split(data):
+    """The validation split is drawn with seed 0: a forget set drawn from the same stream would start with it."""
+    from gifcli.data.forget import make_forget_set
+
+    fs = make_forget_set(data, "random", fraction=0.1, seed=0)
+    shared = torch.isin(fs.indices, data.validation_indices).sum()
+    assert int(shared) < 0.3 * len(fs)  # about a tenth, as for any random draw
 
 
 def test_forget_set_of_a_class_share_and_stratified(runner, fake_mnist, tmp_path, data):
@@ -117,7 +119,7 @@ def test_remove_samples_end_to_end(runner, tiny_model, forget_file, fake_mnist, 
         assert (run / name).is_file()
 
 
-def _edited_losses(model_path, influence_path, scale, data, forget_positions):
+def _edited_losses(model_path, influence_path, scale, data, forget_positions, validation_positions):
     """Forget-set and validation loss/accuracy of theta_J - scale * delta, computed by hand."""
     from safetensors import safe_open
 
@@ -128,7 +130,7 @@ def _edited_losses(model_path, influence_path, scale, data, forget_positions):
     theta[idx] -= scale * delta
     torch.nn.utils.vector_to_parameters(theta, model.parameters())
     out = {}
-    for name, pos in (("forget", forget_positions), ("validation", data.validation_indices)):
+    for name, pos in (("forget", forget_positions), ("validation", validation_positions)):
         x, y = data.train[pos.tolist()]
         with torch.no_grad():
             logits = model(x)
@@ -147,10 +149,12 @@ def test_scale_criteria_pick_what_a_hand_computation_picks(runner, tiny_model, f
     rep = json.loads((run / "report.json").read_text())
     idx = torch.tensor(json.loads(forget_file.read_text())["indices"])
     forget = idx[~torch.isin(idx, data.validation_indices)]
-    base = _edited_losses(tiny_model, run / "influence.safetensors", 0.0, data, forget)
+    # the forget set's own validation images never score an edit
+    validation = data.validation_indices[~torch.isin(data.validation_indices, idx)]
+    base = _edited_losses(tiny_model, run / "influence.safetensors", 0.0, data, forget, validation)
     rows = []
     for s in sorted(row["scale"] for row in rep["validation_sweep"]):
-        m = _edited_losses(tiny_model, run / "influence.safetensors", s, data, forget)
+        m = _edited_losses(tiny_model, run / "influence.safetensors", s, data, forget, validation)
         if criterion == "privacy":  # closest forget loss to validation loss, accuracy within 0.5 points
             feasible = m["validation"][1] >= base["validation"][1] - 0.005
             rows.append(((feasible, -abs(m["forget"][0] - m["validation"][0]), -s), s))
@@ -206,7 +210,7 @@ def test_bad_forget_files(runner, tiny_model, fake_mnist, tmp_path, content, nee
     out = tmp_path / "run"
     r = invoke(runner, ["remove-samples", "--forget", f, "--model", tiny_model, "--out-dir", out,
                         "--data-dir", fake_mnist, "--device", "cpu"])
-    _refused(r, needle)
+    refused(r, needle)
     assert not out.exists()
 
 
@@ -215,21 +219,21 @@ def test_whole_training_set_and_mismatches_are_refused(runner, tiny_model, fake_
     f.write_text("\n".join(str(i) for i in range(600)))
     r = invoke(runner, ["remove-samples", "--forget", f, "--model", tiny_model, "--out-dir", tmp_path / "r",
                         "--data-dir", fake_mnist])
-    _refused(r, "whole training set")
+    refused(r, "whole training set")
     doc = json.loads(forget_file.read_text())
     doc["indices"][0] += 1  # sha no longer matches
     bad = tmp_path / "tampered.json"
     bad.write_text(json.dumps(doc))
     r = invoke(runner, ["remove-samples", "--forget", bad, "--model", tiny_model, "--out-dir", tmp_path / "r",
                         "--data-dir", fake_mnist])
-    _refused(r, "sha256")
+    refused(r, "sha256")
     doc = json.loads(forget_file.read_text())
     doc["dataset"]["kind"], doc["dataset"]["name"] = "cifar10", "cifar10"
     other = tmp_path / "other.json"
     other.write_text(json.dumps(doc))
     r = invoke(runner, ["remove-samples", "--forget", other, "--model", tiny_model, "--out-dir", tmp_path / "r",
                         "--data-dir", fake_mnist])
-    _refused(r, "cifar10", code=2)
+    refused(r, "cifar10", code=2)
     assert not (tmp_path / "r").exists()
 
 
@@ -239,7 +243,24 @@ def test_empty_stdin_and_both_forget_options(runner, tiny_model, fake_mnist, tmp
     out = tmp_path / "m.json"
     r = runner.invoke(app, ["select", "--model", str(tiny_model), "--forget", "-", "--out", str(out),
                             "--data-dir", str(fake_mnist)], input="")
-    _refused(r, "no forget set on standard input", out)
+    refused(r, "no forget set on standard input", out)
     r = invoke(runner, ["select", "--model", tiny_model, "--forget", forget_file, "--forget-label", 3, "--out", out,
                         "--data-dir", fake_mnist])
-    _refused(r, "not both", out, code=2)
+    refused(r, "not both", out, code=2)
+
+
+def test_forget_set_of_image_files(runner, tmp_path, digits_root):
+    from tests.userdata import digits, write_image_folder
+
+    folder = write_image_folder(tmp_path / "imgs", digits(digits_root, 20, 5, [0, 1]), ["a", "b"])
+    files = tmp_path / "files.txt"
+    files.write_text("b/00021.png\na/00003.png\n")
+    out = tmp_path / "f.json"
+    r = invoke(runner, ["forget-set", "--dataset", f"imagefolder:{folder}", "--files", files, "--out", out])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    # ImageFolder order: a/00000..a/00019, b/00020..b/00039
+    assert doc["indices"] == [3, 21] and doc["files"] == ["a/00003.png", "b/00021.png"]
+    files.write_text("c/nothing.png\n")
+    r = invoke(runner, ["forget-set", "--dataset", f"imagefolder:{folder}", "--files", files, "--out", out])
+    assert r.exit_code == 1 and "c/nothing.png" in r.output

@@ -217,3 +217,32 @@ def test_cifar10_code_path(runner, tmp_path):
     assert meta["dataset"]["classes"][0] == "airplane"
     r = invoke(runner, ["evaluate", "--model", ckpt, "--forget-label", 8, "--data-dir", root])
     assert r.exit_code == 0, r.output
+
+
+def test_unlearning_options_reach_the_library(runner, chain, fake_mnist, tmp_path):
+    """--weight-decay, --hessian-data, --recurrence, --hvp-mode and --output-score change what runs."""
+    base = ["influence", "--model", chain["model"], "--mask", chain["mask"], "--forget-label", 3, "--hessian-samples",
+            64, "--max-iter", 40, "--tol", 1e-6, "--device", "cpu", "--data-dir", fake_mnist]
+    variants = {"default": [], "wd": ["--weight-decay", "0.5"], "remaining": ["--hessian-data", "remaining"],
+                "model_rec": ["--recurrence", "model"], "recompute": ["--hvp-mode", "recompute"]}
+    deltas, metas = {}, {}
+    for name, extra in variants.items():
+        out = tmp_path / f"{name}.safetensors"
+        r = invoke(runner, [*base, *extra, "--out", out])
+        assert r.exit_code == 0, r.output
+        deltas[name], metas[name] = _delta(out)
+    assert metas["wd"]["hessian"]["weight_decay"] == 0.5 and not torch.allclose(deltas["wd"], deltas["default"])
+    assert metas["remaining"]["hessian"]["data"] == "remaining"
+    assert metas["remaining"]["hessian"]["pool_size"] < metas["default"]["hessian"]["pool_size"]
+    assert metas["model_rec"]["stats"]["recurrence_dtype"] == "float32"
+    assert metas["default"]["stats"]["recurrence_dtype"] == "float64"
+    assert metas["recompute"]["hessian"]["hvp_mode"] == "recompute"
+    torch.testing.assert_close(deltas["recompute"], deltas["default"], rtol=1e-4, atol=1e-7)  # same products
+    masks = {}
+    for score in ("abs", "positive"):
+        out = tmp_path / f"mask-{score}.json"
+        r = invoke(runner, ["select", "--model", chain["model"], "--forget-label", 3, "--output-score", score,
+                            "--out", out, "--data-dir", fake_mnist])
+        assert r.exit_code == 0, r.output
+        masks[score] = json.loads(out.read_text())
+    assert masks["abs"]["output_score"] == "abs" and masks["positive"]["output_score"] == "positive"

@@ -50,3 +50,14 @@ def test_lanczos_on_a_diagonal_operator():
     d = torch.linspace(-3, 5, 50, dtype=torch.float64)
     ritz = lanczos(lambda v: d * v, 50, steps=50)
     torch.testing.assert_close(ritz, d, rtol=1e-8, atol=1e-8)
+
+
+def test_mia_score_is_stable_when_the_attack_cannot_tell():
+    """Identical members and non-members, drawn five times: every score near 1/2 (a hard share of
+    probabilities above 1/2 jumps between 0 and 1 with the sign of a negligible intercept)."""
+    scores = []
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        m, t, f = (torch.rand(2000, generator=gen, dtype=torch.float64) for _ in range(3))
+        scores.append(membership_share(m, t, f))
+    assert all(0.45 < s < 0.55 for s in scores), scores

@@ -1,0 +1,169 @@
+"""Which unlearning method should I use? Every method on four settings, three seeds, against retraining.
+
+Settings on MNIST with the paper's CNN (every model trained with configs/harness/mnist_cnn_short.yaml):
+
+* ``class8``: forget class 8 (scale criterion f1);
+* ``random10``: forget a random 10 % of the training set, drawn anew for each seed (privacy);
+* ``mislabeled``: 45 % of class 3's training labels flipped to 8, drawn for each seed; the model
+  trained on the flipped labels forgets exactly the flipped samples (repair);
+* ``backdoor``: the checkerboard trigger on 30 % of the training images relabelled 4 (appendix C);
+  the backdoored model forgets the relabelling (backdoor).
+
+Methods: gif, grad, pif, ssd, finetune, neggrad, retrain. Each chooses its hyper-parameters on the
+validation split by the setting's criterion. Each retrained reference is trained once per setting
+and seed, cached in ``--work``, and reused. Per row: forget, retain and test accuracy, the entropy
+and SVC membership attacks on the forget set, attack success (backdoor), Avg. Gap to the
+retrained model of the same seed, seconds and run-time efficiency (seconds / retraining seconds).
+
+    python benchmarks/harness.py --json benchmarks/results/harness.json --md benchmarks/results/harness.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from common import ROOT, log, runtime
+
+from gifcli.config import load_train_config
+from gifcli.core.args import UnlearnArgs
+from gifcli.core.metrics import avg_gap
+from gifcli.core.run import run
+from gifcli.core.tasks import BackdoorRecovery, ClassRemoval, SampleRemoval
+from gifcli.data.datasets import DatasetSpec, load_data, load_raw
+from gifcli.data.forget import ForgetSet, make_forget_set, resolve
+from gifcli.data.tensorfile import write_tensors
+from gifcli.io.files import provenance, write_json, write_text
+from gifcli.pipelines.backdoor import load_backdoor, make_poison_doc, train_backdoor
+from gifcli.pipelines.common import load_data_for, load_model
+from gifcli.pipelines.compare import markdown_table, summarise
+from gifcli.pipelines.evaluate import HARNESS_GAP_KEYS, unlearning_metrics
+from gifcli.pipelines.train import run_train
+
+CONFIG = ROOT / "configs" / "harness" / "mnist_cnn_short.yaml"
+METHODS = ("gif", "grad", "pif", "ssd", "finetune", "neggrad", "retrain")
+SETTINGS = ("class8", "random10", "mislabeled", "backdoor")
+
+
+class Harness:
+    def __init__(self, work: Path, data_dir, rt):
+        self.work, self.data_dir, self.rt = work, data_dir, rt
+        self.cfg = load_train_config(CONFIG)
+        work.mkdir(parents=True, exist_ok=True)
+
+    def trained(self, name: str, **kw):
+        """A cached checkpoint: trained once (with the harness's recipe), then reused."""
+        path = self.work / f"{name}.safetensors"
+        if not path.exists():
+            t = time.perf_counter()
+            run_train(kw.pop("cfg", self.cfg), path, self.rt, self.data_dir, **kw)
+            log("trained", name, f"{time.perf_counter() - t:.0f} s")
+        return load_model(path)
+
+    def setting(self, name: str, seed: int):
+        """(base model, data, task, retrained model) of one setting and seed."""
+        if name == "class8":
+            base = self.trained("clean")
+            data = load_data_for(base, None, self.data_dir)
+            return base, data, ClassRemoval(8), self.trained(f"class8-retrain-s{seed}", exclude_label=8,
+                                                             cfg=self.cfg.replace(seed=seed))
+        if name == "random10":
+            base = self.trained("clean")
+            data = load_data_for(base, None, self.data_dir)
+            fs = make_forget_set(data, "random", fraction=0.1, seed=seed)
+            retrained = self.trained(f"random10-retrain-s{seed}", exclude=fs, cfg=self.cfg.replace(seed=seed))
+            return base, data, SampleRemoval(resolve(fs, data), "privacy"), retrained
+        if name == "mislabeled":
+            spec, fs = self.flipped(seed)
+            cfg = self.cfg.replace(dataset=spec)
+            base = self.trained(f"mislabeled-s{seed}", cfg=cfg)
+            data = load_data_for(base, None, self.data_dir)
+            retrained = self.trained(f"mislabeled-retrain-s{seed}", exclude=fs, cfg=cfg.replace(seed=seed))
+            return base, data, SampleRemoval(resolve(fs, data), "repair"), retrained
+        if name == "backdoor":
+            poison = self.work / "poison.json"
+            if not poison.exists():
+                write_json(poison, make_poison_doc("mnist", 0.3, 4, 1, self.data_dir))
+            doc = json.loads(poison.read_text())
+            paths = {k: self.work / f"backdoor-{k}.safetensors" for k in ("base", f"retrain-s{seed}")}
+            for key, true in (("base", False), (f"retrain-s{seed}", True)):
+                if not paths[key].exists():
+                    t = time.perf_counter()
+                    train_backdoor(self.cfg.replace(seed=seed if true else 0), poison, paths[key], self.rt,
+                                   self.data_dir, true)
+                    log("trained backdoor", key, f"{time.perf_counter() - t:.0f} s")
+            base, retrained = load_model(paths["base"]), load_model(paths[f"retrain-s{seed}"])
+            bd = load_backdoor(doc, self.data_dir, load_data_for(base, None, self.data_dir))
+            return base, bd.data, BackdoorRecovery(bd), retrained
+        raise SystemExit(f"unknown setting {name}")
+
+    def flipped(self, seed: int):
+        """MNIST with 45 % of class 3's training labels flipped to 8 (drawn with ``seed``)."""
+        path = self.work / f"mnist_flipped_s{seed}.safetensors"
+        train, test = load_raw("mnist", "train", self.data_dir), load_raw("mnist", "test", self.data_dir)
+        members = torch.nonzero(train.labels == 3).reshape(-1)
+        pick = members[torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))[
+            : int(round(0.45 * len(members)))]].sort().values
+        if not path.exists():
+            labels = train.labels.clone()
+            labels[pick] = 8
+            write_tensors(path, train.images, labels, test.images, test.labels)
+        spec = f"tensors:{path}"
+        data = load_data(DatasetSpec.parse(spec), self.data_dir)
+        return spec, ForgetSet(pick, data.record(), {"how": "flipped labels", "seed": seed}, None, "flipped")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", default=",".join(SETTINGS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--work", default="/tmp/gif_harness")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--md", default=None)
+    args = ap.parse_args()
+    rt = runtime()
+    h = Harness(Path(args.work), args.data_dir, rt)
+    start = time.perf_counter()
+    results = {}
+    for name in args.settings.split(","):
+        rows = []
+        for seed in (int(s) for s in args.seeds.split(",")):
+            base, data, task, retrained = h.setting(name, seed)
+            ref = unlearning_metrics(retrained.model, data, task, rt)
+            ref_seconds = retrained.meta["train_seconds"]
+            for method in args.methods.split(","):
+                if method == "retrain":
+                    metrics, seconds, hyper = ref, ref_seconds, {"epochs": h.cfg.epochs}
+                else:
+                    t = time.perf_counter()
+                    result = run(task, base.model, data, UnlearnArgs(method=method, seed=seed), rt, base.context(),
+                                 report=False)
+                    seconds = time.perf_counter() - t
+                    metrics, hyper = unlearning_metrics(result.model, data, task, rt), result.outcome.hyper
+                row = {"setting": name, "method": method, "criterion": None, "ratio": None, "seed": seed,
+                       "hyper": hyper, "method_seconds": seconds, "selected": None, **metrics,
+                       "avg_gap": avg_gap(metrics, ref, HARNESS_GAP_KEYS), "rte": seconds / ref_seconds}
+                rows.append(row)
+                log(name, seed, method, f"gap {100 * row['avg_gap']:.2f}", f"{seconds:.0f} s", hyper)
+            results[name] = {"rows": rows, "summary": summarise(rows), "seeds": [int(s) for s in args.seeds.split(",")],
+                             "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt)}
+            if args.json:  # what is done so far, in case the grid is interrupted
+                write_json(args.json, {"settings": results, "partial": True, "provenance": provenance()})
+    out = {"settings": results, "seconds": time.perf_counter() - start, "config": str(CONFIG),
+           "provenance": provenance()}
+    if args.json:
+        write_json(args.json, out)
+    if args.md:
+        text = "".join(f"### {name}\n\n" + markdown_table({"summary": r["summary"], "seeds": r["seeds"]}) + "\n"
+                       for name, r in results.items())
+        write_text(args.md, text + f"Whole grid: {out['seconds'] / 60:.0f} min.\n")
+    log(f"grid done in {out['seconds'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Markdown tables for the docs, printed from the committed results files (nothing is typed in by hand).
+
+    python benchmarks/tables.py solvers|mislabeled|random|imagefolder|distributed|scale|harness|hvp
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def solvers() -> None:
+    d = load("solvers.json")
+    print("| system | solver | recurrences | HVPs to 1e-2 | HVPs to 1e-3 | best residual (≤ 120 iterations) | metrics at 1e-2 | metrics at 1e-3 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in d["rows"]:
+        def m(tol):
+            e = r["metrics"][tol]["edited"]
+            if "forget" in e:
+                s = f"{pct(e['forget']['accuracy'])} / {pct(e['test']['accuracy'])}"
+            else:
+                s = (f"{pct(e['bd_data_backdoor_label_accuracy'])} / {pct(e['bd_data_true_label_accuracy'])} / "
+                     f"{pct(e['test_accuracy'])} / {pct(e['attack_success_rate'])}")
+            return s + ("" if r["metrics"][tol]["converged"] else " (not converged)")
+        rec = "float32" if r["recurrence"] == "model" else "float64"
+        print(f"| {r['task']} | {r['solver']} | {rec} | {r['products_to_1e-2'] or 'not reached'} | "
+              f"{r['products_to_1e-3'] or 'not reached'} | {r['best_residual']:.1e} | {m('0.01')} | {m('0.001')} |")
+
+
+def mislabeled() -> None:
+    d = load("mislabeled.json")["result"]
+    print(f"{d['flipped']} of {d['of_class']} training images of class {d['source']} labelled {d['target']}.\n")
+    print("| model | class test accuracy | overall test accuracy | gap closed | seconds |")
+    print("|---|---|---|---|---|")
+    for name, r in d["models"].items():
+        closed = "-" if r.get("gap_closed") is None else f"{100 * r['gap_closed']:.0f} %"
+        secs = d.get(f"{name}_seconds") or d.get({"flipped": "train_seconds_recorded",
+                                                  "retrained": "retrain_seconds_recorded"}.get(name, ""))
+        print(f"| {name} | {pct(r['class_test_accuracy'])} % | {pct(r['test_accuracy'])} % | {closed} | "
+              f"{'-' if secs is None else f'{secs:.0f}'} |")
+
+
+def random() -> None:
+    d = load("random_forgetting.json")["result"]
+    for tag, e in d.items():
+        print(f"\nforget {100 * e['fraction']:g} % ({e['count']} images):\n")
+        print("| model | forget acc | retain acc | test acc | MIA forget | MIA held-out | Avg. Gap | seconds |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, r in e["models"].items():
+            secs = e.get(f"{name}_seconds") or (e.get("retrain_seconds_recorded", e.get("retrain_seconds"))
+                                                if name == "retrained" else None)
+            print(f"| {name} | {pct(r['forget_acc'])} | {pct(r['retain_acc'])} | {pct(r['test_acc'])} | "
+                  f"{pct(r['mia_forget'])} | {pct(r['mia_held_out'])} | {100 * r['avg_gap']:.2f} | "
+                  f"{'-' if secs is None else f'{secs:.0f}'} |")
+
+
+def imagefolder() -> None:
+    d = load("imagefolder.json")["results"]
+    print("| command | built-in MNIST: seconds | peak RSS | 70 000-PNG ImageFolder: seconds | peak RSS |")
+    print("|---|---|---|---|---|")
+    for cmd in ("evaluate", "remove_class"):
+        a, b = d[f"{cmd}_builtin"], d[f"{cmd}_imagefolder"]
+        print(f"| gif {cmd.replace('_', '-')} | {a['seconds']:.0f} | {a['peak_rss_mib']:.0f} MiB | {b['seconds']:.0f} | "
+              f"{b['peak_rss_mib']:.0f} MiB |")
+
+
+def distributed() -> None:
+    d = load("distributed_cpu.json")
+    print("| run | seconds per H_JᵀH_J product | graphs kept per rank | peak RSS per process |")
+    print("|---|---|---|---|")
+    for name, r in d["runs"].items():
+        print(f"| {name} | {r['product_seconds_median']:.2f} | {', '.join(f'{g:.0f}' for g in r['graph_mib_per_rank'])} MiB "
+              f"| {', '.join(f'{p:.0f}' for p in r['peak_rss_mib_per_rank'])} MiB |")
+    print(f"\nspeed-up of 2 processes: {d['speedup_vs_1_process_1_thread']:.2f}x against 1 process with 1 thread, "
+          f"{d['speedup_vs_1_process_2_threads']:.2f}x against 1 process with 2 threads; graphs per rank "
+          f"{d['graph_per_rank_vs_1_process']:.2f}x of one process's.\n\n`{d['auto_under_budget']}`")
+
+
+def scale() -> None:
+    d = load("scale_estimate.json")
+    a = d["assumptions"]
+    print(f"Measured: {d['flops_per_image_per_product'] / 1e9:.2f} GFLOP per image per product "
+          f"({d['parameters']:,} parameters, {d['selected']:,} in J); all-reduce of {d['allreduce_bytes_per_hvp'] / 2**20:.0f} MiB "
+          f"per HVP, two per product. Assumed: {a['gpu_tflops']:g} TFLOP/s per GPU, {a['nvlink_gbps']:g} GB/s within a node, "
+          f"{a['network_gbps']:g} GB/s across nodes, {a['latency_ms']:g} ms per step.\n")
+    print("| GPUs | compute s | all-reduce s | s per product | communication share |")
+    print("|---|---|---|---|---|")
+    for r in d["rows"]:
+        print(f"| {r['gpus']} | {r['compute_seconds']:.3f} | {r['allreduce_seconds']:.3f} | {r['seconds_per_product']:.3f} | "
+              f"{100 * r['communication_share']:.0f} % |")
+
+
+def harness() -> None:
+    d = load("harness.json")["settings"]
+    methods = [e["method"] for e in next(iter(d.values()))["summary"]]
+    print("| Avg. Gap to retraining (points) | " + " | ".join(d) + " |")
+    print("|---|" + "---|" * len(d))
+    for m in methods:
+        cells = []
+        for name, r in d.items():
+            e = next(x for x in r["summary"] if x["method"] == m)
+            g, t = e["Avg. Gap"], e["RTE"]
+            cells.append("-" if g is None else f"{g['mean']:.2f} ± {g['std']:.2f} ({t['mean']:.2f}×)")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+
+
+def hvp() -> None:
+    d = load("hvp_ratio_cpu.json")
+    for k, v in d["ratios_to_gradient"].items():
+        print(f"| {k} | {d['seconds'][k]:.3f} | {v:.2f} |")
+    print(json.dumps(d.get("solver_products", {}), indent=1)[:600])
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]]()
