@@ -87,7 +87,10 @@ def test_influence_file_solves_its_normal_equations(chain, fake_mnist):
     model, _ = load_checkpoint(chain["model"])
     model = model.double()
     data = load_data(DatasetSpec.parse("mnist"), str(fake_mnist))
-    pool = data.fit.where(data.fit.labels != 3)
+    # the Hessian of the data the file records: all of the training data (the default) or what remains
+    assert meta["hessian"]["data"] in ("all", "remaining")
+    pool = data.fit if meta["hessian"]["data"] == "all" else data.fit.where(data.fit.labels != 3)
+    assert meta["hessian"]["pool_size"] == len(pool)
     sample = pool.sample(128, seed=0)
     f, theta = _flat_loss(model, data, sample.indices)
     forget = data.fit.where(data.fit.labels == 3)
