@@ -131,6 +131,7 @@ def main() -> None:
     start = time.perf_counter()
     results = {}
     for name in args.settings.split(","):
+        setting_start = time.perf_counter()
         rows = []
         for seed in (int(s) for s in args.seeds.split(",")):
             base, data, task, retrained = h.setting(name, seed)
@@ -151,7 +152,8 @@ def main() -> None:
                 rows.append(row)
                 log(name, seed, method, f"gap {100 * row['avg_gap']:.2f}", f"{seconds:.0f} s", hyper)
             results[name] = {"rows": rows, "summary": summarise(rows), "seeds": [int(s) for s in args.seeds.split(",")],
-                             "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt)}
+                             "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt),
+                             "seconds": time.perf_counter() - setting_start}  # training included
             if args.json:  # what is done so far, in case the grid is interrupted
                 write_json(args.json, {"settings": results, "partial": True, "provenance": provenance()})
     out = {"settings": results, "seconds": time.perf_counter() - start, "config": str(CONFIG),

@@ -98,6 +98,8 @@ def scale() -> None:
     for r in d["rows"]:
         print(f"| {r['gpus']} | {r['compute_seconds']:.3f} | {r['allreduce_seconds']:.3f} | {r['seconds_per_product']:.3f} | "
               f"{100 * r['communication_share']:.0f} % |")
+    print(f"\nAll-reducing costs as much as computing from about {d['gpus_where_communication_equals_compute']:,} GPUs "
+          f"(a {a['images']:,}-image sample; fewer images per GPU move the point down in proportion).")
 
 
 def harness() -> None:

@@ -34,7 +34,7 @@ from ..errors import NonFiniteError, UsageError
 from ..models.specs import set_eval
 from .args import Runtime, UnlearnArgs
 from .methods import METHODS, Method, MethodOutcome, ModelContext
-from .steps import best_row, check_finite_model
+from .steps import best_row, check_finite_model, check_scored, scored
 from .tasks import Scorer, Task
 from .walk import shard_batches, to_model
 
@@ -55,13 +55,14 @@ def _search(candidates: Iterator[tuple[dict, nn.Module]], scorer: Scorer, rt: Ru
     rows: list[dict] = []
     best_model, best = None, None
     for order, (hyper, model) in enumerate(candidates):
-        row = {"order": order, **hyper, **scorer(model)}
+        row = {"order": order, **hyper, **scored(scorer, model)}
         rows.append(row)
         rt.report("search", len(rows), total, f"{method} {hyper}")
         if best is None or best_row([best, row], order="order") is row:
             best, best_model = row, copy.deepcopy(model)
     if best_model is None:
         raise UsageError(f"{method}: no candidate could be tried")
+    check_scored(rows, method)
     return set_eval(best_model), rows
 
 

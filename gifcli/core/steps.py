@@ -206,8 +206,27 @@ def edited_copy(model: nn.Module, J: IndexSet, delta: torch.Tensor, scale: float
 
 
 def best_row(rows: Sequence[dict], order: str = "scale") -> dict:
-    """The feasible row with the best objective; ties go to the smaller ``order`` (the milder edit)."""
-    return max(rows, key=lambda r: (bool(r.get("feasible", True)), r["objective"], -r[order]))
+    """The feasible row with the best objective; ties go to the smaller ``order`` (the milder edit).
+
+    A diverged row (objective None: the candidate's outputs were not finite) is never preferred
+    to one that was scored; ``scored_rows`` refuses a search in which every candidate diverged.
+    """
+    return max(rows, key=lambda r: (r["objective"] is not None, bool(r.get("feasible", True)),
+                                    -math.inf if r["objective"] is None else r["objective"], -r[order]))
+
+
+def scored(score: Scorer, model: nn.Module) -> dict:
+    """``score(model)``, or a diverged row when the model's outputs or loss are not finite."""
+    try:
+        return score(model)
+    except NonFiniteError as e:
+        return {"feasible": False, "objective": None, "diverged": str(e)}
+
+
+def check_scored(rows: Sequence[dict], what: str) -> None:
+    """Refuse a search whose every candidate diverged (there is nothing to choose)."""
+    if rows and all(r["objective"] is None for r in rows):
+        raise NonFiniteError(f"{what}: every candidate diverged ({rows[-1]['diverged']})")
 
 
 def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Sequence[float], score: Scorer,
@@ -225,7 +244,7 @@ def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Seq
     rows: list[dict] = []
 
     def run(s: float) -> dict:
-        row = {"scale": s, **score(edited_copy(model, J, delta, s))}
+        row = {"scale": s, **scored(score, edited_copy(model, J, delta, s))}
         rows.append(row)
         if rt is not None:
             rt.report("sweep", len(rows), max(len(grid), len(rows)), f"scale {s:g}")
@@ -250,6 +269,7 @@ def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Seq
                 if all(abs(r["scale"] - s) > 1e-9 * s for r in rows):
                     run(round(s, 12))
     rows.sort(key=lambda r: r["scale"])
+    check_scored(rows, "the scale search")
     return best_row(rows)["scale"], rows
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gifcli.core.args import Runtime, UnlearnArgs
-from gifcli.core.baselines import Finetune, NegGrad, dampen, importances
+from gifcli.core.baselines import Finetune, NegGrad, _search, dampen, importances
 from gifcli.core.methods import ModelContext
 from gifcli.core.metrics import attack_features, svc_share
 from gifcli.core.tasks import GivenForget, SplitData
@@ -82,10 +82,36 @@ def test_finetune_uses_only_the_retained_data_and_neggrad_only_the_forget_set():
     for (h, a), (_, b) in zip(ng, _candidates(NegGrad(), model, x3, y, forget_idx)):
         assert _same(a, b), h
     # neggrad ascends the forget loss; finetune descends the retained loss
-    loss = lambda m, sl: float(nn.functional.cross_entropy(m(x[sl]), y[sl]))  # noqa: E731
+    loss = lambda m, sl: float(nn.functional.cross_entropy(m(x[sl]).detach(), y[sl]))  # noqa: E731
     assert loss(ng[0][1], slice(0, 10)) > loss(model, slice(0, 10))
     assert loss(ft[0][1], slice(10, 40)) < loss(model, slice(10, 40))
     assert [h["epochs"] for h, _ in ft[:2]] == [1, 2] and [h["passes"] for h, _ in ng[:3]] == [1, 2, 3]
+
+
+def test_a_diverged_candidate_is_skipped_and_all_diverged_is_refused():
+    """A candidate whose weights are finite but whose loss overflows (gradient ascent that ran away)
+    is recorded as diverged and never chosen; a search with nothing else to choose is refused."""
+    from gifcli.errors import NonFiniteError
+
+    def scorer(model):
+        w = float(model.weight.detach().abs().max())
+        if w > 100:
+            raise NonFiniteError("the model's loss is not finite on the validation samples")
+        return {"objective": w, "feasible": True}
+
+    def candidates(sizes):
+        for size in sizes:
+            m = nn.Linear(2, 2)
+            with torch.no_grad():
+                m.weight.fill_(size)
+            yield {"size": size}, m
+
+    rt = Runtime(batch_size=8)
+    best, rows = _search(candidates([1.0, 5.0, 1e30]), scorer, rt, "neggrad", 3)
+    assert float(best.weight[0, 0]) == 5.0  # the best finite one, though the diverged one "grew" most
+    assert rows[2]["objective"] is None and "not finite" in rows[2]["diverged"]
+    with pytest.raises(NonFiniteError, match="every candidate diverged"):
+        _search(candidates([1e30, 1e31]), scorer, rt, "neggrad", 2)
 
 
 def test_svc_attack_on_separable_and_identical_data():

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from gifcli.core.steps import DEFAULT_SCALES, best_row, parse_scales, sweep_scales
-from gifcli.errors import UsageError
+from gifcli.errors import NonFiniteError, UsageError
 from gifcli.math.params import IndexSet, ParamSpace
 
 
@@ -46,6 +46,33 @@ def test_infeasible_scales_never_win():
     model, J = _model_and_J()
     best, rows = sweep_scales(model, J, torch.tensor([-1.0]), [1.0, 2.0, 4.0, 8.0], _scorer(1 + 8.0, feasible_below=4.0))
     assert best < 3.0 and all(r["feasible"] for r in rows if r["scale"] == best)
+
+
+def _diverging(score, above: float):
+    """``score``, but the edited model's outputs overflow (NaN/inf loss) for weights above ``above``."""
+
+    def scored(model):
+        if float(model.weight.detach()[0, 0]) > above:
+            raise NonFiniteError("the model's loss is not finite on the validation samples")
+        return score(model)
+
+    return scored
+
+
+def test_a_diverged_scale_is_recorded_and_never_chosen():
+    model, J = _model_and_J()
+    # the objective keeps improving up to s = 40, but every scale above 9 overflows
+    best, rows = sweep_scales(model, J, torch.tensor([-1.0]), [1.0, 2.0, 4.0, 8.0, 16.0], _diverging(_scorer(41.0), 10.0))
+    assert best == max(r["scale"] for r in rows if r["scale"] + 1 <= 10.0)
+    diverged = [r for r in rows if r["scale"] + 1 > 10.0]
+    assert diverged and all(r["objective"] is None and not r["feasible"] and "not finite" in r["diverged"]
+                            for r in diverged)
+
+
+def test_a_search_where_every_scale_diverges_is_refused():
+    model, J = _model_and_J()
+    with pytest.raises(NonFiniteError, match="every candidate diverged"):
+        sweep_scales(model, J, torch.tensor([-1.0]), [1.0, 2.0], _diverging(_scorer(3.0), 0.0))
 
 
 def test_ties_go_to_the_smaller_scale():
