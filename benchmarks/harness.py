@@ -9,13 +9,17 @@ Settings on MNIST with the paper's CNN (every model trained with configs/harness
 * ``backdoor``: the checkerboard trigger on 30 % of the training images relabelled 4 (appendix C);
   the backdoored model forgets the relabelling (backdoor).
 
-Methods: gif, grad, pif, ssd, finetune, neggrad, retrain. Each chooses its hyper-parameters on the
+Methods: gif, grad, pif, ssd, finetune, neggrad, retrain, and ``unedited`` (doing nothing: the
+trained model as it is, the floor every edit has to beat). Each chooses its hyper-parameters on the
 validation split by the setting's criterion. Each retrained reference is trained once per setting
 and seed, cached in ``--work``, and reused. Per row: forget, retain and test accuracy, the entropy
 and SVC membership attacks on the forget set, attack success (backdoor), Avg. Gap to the
 retrained model of the same seed, seconds and run-time efficiency (seconds / retraining seconds).
 
     python benchmarks/harness.py --json benchmarks/results/harness.json --md benchmarks/results/harness.md
+
+``--merge`` adds the rows of ``--methods`` to an existing ``--json`` file (replacing those methods'
+rows there, keeping the others and the recorded grid time) and rewrites the summaries and ``--md``.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ from gifcli.pipelines.evaluate import HARNESS_GAP_KEYS, unlearning_metrics
 from gifcli.pipelines.train import run_train
 
 CONFIG = ROOT / "configs" / "harness" / "mnist_cnn_short.yaml"
-METHODS = ("gif", "grad", "pif", "ssd", "finetune", "neggrad", "retrain")
+METHODS = ("gif", "grad", "pif", "ssd", "finetune", "neggrad", "retrain", "unedited")
 SETTINGS = ("class8", "random10", "mislabeled", "backdoor")
 
 
@@ -125,7 +129,11 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--md", default=None)
+    ap.add_argument("--merge", action="store_true", help="add these methods' rows to the existing --json file")
     args = ap.parse_args()
+    if args.merge and not (args.json and Path(args.json).exists()):
+        raise SystemExit("--merge needs an existing --json file")
+    previous = json.loads(Path(args.json).read_text()) if args.merge else None  # read before any write
     rt = runtime()
     h = Harness(Path(args.work), args.data_dir, rt)
     start = time.perf_counter()
@@ -140,6 +148,8 @@ def main() -> None:
             for method in args.methods.split(","):
                 if method == "retrain":
                     metrics, seconds, hyper = ref, ref_seconds, {"epochs": h.cfg.epochs}
+                elif method == "unedited":
+                    metrics, seconds, hyper = unlearning_metrics(base.model, data, task, rt), 0.0, {}
                 else:
                     t = time.perf_counter()
                     result = run(task, base.model, data, UnlearnArgs(method=method, seed=seed), rt, base.context(),
@@ -154,17 +164,38 @@ def main() -> None:
             results[name] = {"rows": rows, "summary": summarise(rows), "seeds": [int(s) for s in args.seeds.split(",")],
                              "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt),
                              "seconds": time.perf_counter() - setting_start}  # training included
-            if args.json:  # what is done so far, in case the grid is interrupted
+            if args.json and not args.merge:  # what is done so far, in case the grid is interrupted
                 write_json(args.json, {"settings": results, "partial": True, "provenance": provenance()})
     out = {"settings": results, "seconds": time.perf_counter() - start, "config": str(CONFIG),
            "provenance": provenance()}
+    if args.merge:
+        out = merged(previous, out, args.methods.split(","))
     if args.json:
         write_json(args.json, out)
     if args.md:
         text = "".join(f"### {name}\n\n" + markdown_table({"summary": r["summary"], "seeds": r["seeds"]}) + "\n"
-                       for name, r in results.items())
+                       for name, r in out["settings"].items())
         write_text(args.md, text + f"Whole grid: {out['seconds'] / 60:.0f} min.\n")
-    log(f"grid done in {out['seconds'] / 60:.1f} min")
+    log(f"done in {(time.perf_counter() - start) / 60:.1f} min")
+
+
+def merged(old: dict, new: dict, methods: list[str]) -> dict:
+    """``old`` with the rows of ``methods`` replaced by ``new``'s, in METHODS order; the grid time stays old's."""
+    rank = {m: i for i, m in enumerate(METHODS)}
+    settings = dict(old["settings"])
+    for name, r in new["settings"].items():
+        prev = settings.get(name)
+        if prev is None:
+            settings[name] = r
+            continue
+        if prev["seeds"] != r["seeds"]:
+            raise SystemExit(f"{name}: the file has seeds {prev['seeds']}, this run {r['seeds']}")
+        rows = [x for x in prev["rows"] if x["method"] not in methods] + r["rows"]
+        rows.sort(key=lambda x: (rank.get(x["method"], len(rank)), x["seed"]))
+        settings[name] = {**prev, "rows": rows, "summary": summarise(rows)}
+    merges = old.get("merges", []) + [{"methods": methods, "settings": list(new["settings"]),
+                                       "seconds": new["seconds"], "provenance": new["provenance"]}]
+    return {**old, "settings": settings, "merges": merges}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Markdown tables for the docs, printed from the committed results files (nothing is typed in by hand).
 
-    python benchmarks/tables.py solvers|mislabeled|random|imagefolder|distributed|scale|harness|hvp
+    python benchmarks/tables.py solvers|mislabeled|random|imagefolder|distributed|scale|harness|harness_rte|harness_full|hvp
 """
 from __future__ import annotations
 
@@ -99,21 +99,48 @@ def scale() -> None:
         print(f"| {r['gpus']} | {r['compute_seconds']:.3f} | {r['allreduce_seconds']:.3f} | {r['seconds_per_product']:.3f} | "
               f"{100 * r['communication_share']:.0f} % |")
     print(f"\nAll-reducing costs as much as computing from about {d['gpus_where_communication_equals_compute']:,} GPUs "
-          f"(a {a['images']:,}-image sample; fewer images per GPU move the point down in proportion).")
+          f"(a {a['images']:,}-image sample; the ring's latency grows with the GPU count while each GPU's "
+          f"compute shrinks, so the point moves about as the square root of the sample size).")
 
 
 def harness() -> None:
+    """Avg. Gap to retraining per method and setting (mean ± std over seeds); the best edit in bold."""
     d = load("harness.json")["settings"]
-    methods = [e["method"] for e in next(iter(d.values()))["summary"]]
-    print("| Avg. Gap to retraining (points) | " + " | ".join(d) + " |")
+    methods = [e["method"] for e in next(iter(d.values()))["summary"] if e["method"] != "retrain"]
+    gaps = {name: {e["method"]: e["Avg. Gap"] for e in r["summary"]} for name, r in d.items()}
+    best = {name: min((m for m in methods if m != "unedited" and g.get(m)), key=lambda m: g[m]["mean"])
+            for name, g in gaps.items()}
+    print("| method | " + " | ".join(d) + " |")
+    print("|---|" + "---|" * len(d))
+    for m in methods:
+        cells = []
+        for name in d:
+            g = gaps[name].get(m)
+            cell = "-" if g is None else f"{g['mean']:.2f} ± {g['std']:.2f}"
+            cells.append(f"**{cell}**" if m == best[name] else cell)
+        print(f"| {m} | " + " | ".join(cells) + " |")
+
+
+def harness_rte() -> None:
+    """Seconds (search included) as a share of retraining, per method and setting."""
+    d = load("harness.json")["settings"]
+    methods = [e["method"] for e in next(iter(d.values()))["summary"] if e["method"] not in ("retrain", "unedited")]
+    print("| method | " + " | ".join(d) + " |")
     print("|---|" + "---|" * len(d))
     for m in methods:
         cells = []
         for name, r in d.items():
-            e = next(x for x in r["summary"] if x["method"] == m)
-            g, t = e["Avg. Gap"], e["RTE"]
-            cells.append("-" if g is None else f"{g['mean']:.2f} ± {g['std']:.2f} ({t['mean']:.2f}×)")
+            e = next((x for x in r["summary"] if x["method"] == m), None)
+            cells.append("-" if e is None or e["RTE"] is None else f"{e['RTE']['mean']:.2f}")
         print(f"| {m} | " + " | ".join(cells) + " |")
+    retrain = [f"{name} {next(x for x in r['summary'] if x['method'] == 'retrain')['seconds']['mean']:.0f} s"
+               for name, r in d.items()]
+    print("\nretraining: " + ", ".join(retrain))
+
+
+def harness_full() -> None:
+    """Every column of every setting (the grid's markdown)."""
+    print((RESULTS / "harness.md").read_text())
 
 
 def hvp() -> None:
