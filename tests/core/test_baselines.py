@@ -108,7 +108,7 @@ def test_a_diverged_candidate_is_skipped_and_all_diverged_is_refused():
 
     rt = Runtime(batch_size=8)
     best, rows = _search(candidates([1.0, 5.0, 1e30]), scorer, rt, "neggrad", 3)
-    assert float(best.weight[0, 0]) == 5.0  # the best finite one, though the diverged one "grew" most
+    assert float(best.weight.detach()[0, 0]) == 5.0  # the best finite one, though the diverged one "grew" most
     assert rows[2]["objective"] is None and "not finite" in rows[2]["diverged"]
     with pytest.raises(NonFiniteError, match="every candidate diverged"):
         _search(candidates([1e30, 1e31]), scorer, rt, "neggrad", 2)
