@@ -219,3 +219,24 @@ def test_unknown_method_writes_nothing(runner, tiny_model, fake_mnist, tmp_path)
                             fake_mnist, *bad])
         refused(r, bad[0].lstrip("-"), code=2)
         assert not out.exists()
+
+
+def test_a_library_value_error_is_a_runtime_failure_not_a_usage_error(runner, tiny_model, mask, fake_mnist, tmp_path,
+                                                                       monkeypatch):
+    """Only gif's own validation is a usage error (exit 2); a ValueError from inside the computation (torch's)
+    is a failure, exit 1, one line, and GIF_DEBUG=1 shows its traceback."""
+    import gifcli.core.steps as steps
+
+    def broken(*args, **kwargs):
+        raise ValueError("expected a non-empty tensor (from inside torch)")
+
+    monkeypatch.setattr(steps, "influence", broken)
+    out = tmp_path / "i.safetensors"
+    args = ["influence", "--model", tiny_model, "--mask", mask, "--forget-label", 1, "--hessian-samples", 32,
+            "--device", "cpu", "--out", out, "--data-dir", fake_mnist]
+    r = invoke(runner, args)
+    refused(r, "ValueError: expected a non-empty tensor", out, code=1)
+    assert "GIF_DEBUG" in r.output
+    monkeypatch.setenv("GIF_DEBUG", "1")
+    r = invoke(runner, args)
+    assert isinstance(r.exception, ValueError) and not out.exists()
