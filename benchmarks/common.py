@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gifcli.core.args import Runtime  # noqa: E402
+from gifcli.data.datasets import load_raw  # noqa: E402
+from gifcli.data.tensorfile import write_tensors  # noqa: E402
 from gifcli.core.tasks import BackdoorRecovery, ClassRemoval, SampleRemoval, Task  # noqa: E402
 from gifcli.data.forget import read_forget, resolve  # noqa: E402
 from gifcli.pipelines.backdoor import load_backdoor, read_poison  # noqa: E402
@@ -46,3 +48,20 @@ def log(*parts) -> None:
 
 def runtime(device: str = "cpu") -> Runtime:
     return Runtime(torch.device(device))
+
+
+def flipped_mnist(path: Path, source: int, target: int, share: float, seed: int, data_dir: Optional[str] = None,
+                  reuse: bool = True) -> tuple[torch.Tensor, int]:
+    """MNIST with ``share`` of class ``source``'s training labels flipped to ``target`` (drawn with
+    ``seed``), written as a tensors file at ``path`` (kept if there and ``reuse``); returns the
+    flipped indices and the size of the class."""
+    train = load_raw("mnist", "train", data_dir)
+    members = torch.nonzero(train.labels == source).reshape(-1)
+    gen = torch.Generator().manual_seed(seed)
+    flipped = members[torch.randperm(len(members), generator=gen)[: int(round(share * len(members)))]].sort().values
+    if not (reuse and path.exists()):
+        labels = train.labels.clone()
+        labels[flipped] = target
+        test = load_raw("mnist", "test", data_dir)
+        write_tensors(path, train.images, labels, test.images, test.labels)
+    return flipped, len(members)

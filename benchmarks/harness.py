@@ -28,18 +28,15 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from common import ROOT, log, runtime
+from common import ROOT, flipped_mnist, log, runtime
 
 from gifcli.config import load_train_config
 from gifcli.core.args import UnlearnArgs
 from gifcli.core.metrics import avg_gap
 from gifcli.core.run import run
 from gifcli.core.tasks import BackdoorRecovery, ClassRemoval, SampleRemoval
-from gifcli.data.datasets import DatasetSpec, load_data, load_raw
+from gifcli.data.datasets import DatasetSpec, load_data
 from gifcli.data.forget import ForgetSet, make_forget_set, resolve
-from gifcli.data.tensorfile import write_tensors
 from gifcli.io.files import provenance, write_json, write_text
 from gifcli.pipelines.backdoor import load_backdoor, make_poison_doc, train_backdoor
 from gifcli.pipelines.common import load_data_for, load_model
@@ -107,14 +104,7 @@ class Harness:
     def flipped(self, seed: int):
         """MNIST with 45 % of class 3's training labels flipped to 8 (drawn with ``seed``)."""
         path = self.work / f"mnist_flipped_s{seed}.safetensors"
-        train, test = load_raw("mnist", "train", self.data_dir), load_raw("mnist", "test", self.data_dir)
-        members = torch.nonzero(train.labels == 3).reshape(-1)
-        pick = members[torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))[
-            : int(round(0.45 * len(members)))]].sort().values
-        if not path.exists():
-            labels = train.labels.clone()
-            labels[pick] = 8
-            write_tensors(path, train.images, labels, test.images, test.labels)
+        pick, _ = flipped_mnist(path, 3, 8, 0.45, seed, self.data_dir)
         spec = f"tensors:{path}"
         data = load_data(DatasetSpec.parse(spec), self.data_dir)
         return spec, ForgetSet(pick, data.record(), {"how": "flipped labels", "seed": seed}, None, "flipped")

@@ -24,12 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from common import MODEL, ROOT, flipped_mnist, log
 
-from common import MODEL, ROOT, log
-
-from gifcli.data.datasets import load_raw
-from gifcli.data.tensorfile import write_tensors
 from gifcli.io.files import provenance, write_json
 
 CONFIG = ROOT / "configs" / "mnist_cnn.yaml"
@@ -48,20 +44,15 @@ def report(path: Path) -> dict:
 
 
 def mislabeled(args, work: Path) -> dict:
-    train, test = load_raw("mnist", "train", args.data_dir), load_raw("mnist", "test", args.data_dir)
-    members = torch.nonzero(train.labels == args.source).reshape(-1)
-    gen = torch.Generator().manual_seed(args.seed)
-    flipped = members[torch.randperm(len(members), generator=gen)[: int(round(args.share * len(members)))]].sort().values
-    labels = train.labels.clone()
-    labels[flipped] = args.target
     data = work / "mnist_flipped.safetensors"
-    write_tensors(data, train.images, labels, test.images, test.labels)
+    flipped, class_size = flipped_mnist(data, args.source, args.target, args.share, args.seed, args.data_dir,
+                                        reuse=False)
     (work / "flipped.txt").write_text("\n".join(map(str, flipped.tolist())) + "\n")
     spec = f"tensors:{data}"
     forget = work / "flipped.json"
     gif("forget-set", "--dataset", spec, "--indices", work / "flipped.txt", "--out", forget)
     out: dict = {"source": args.source, "target": args.target, "share": args.share, "flipped": len(flipped),
-                 "of_class": len(members), "dataset": spec}
+                 "of_class": class_size, "dataset": spec}
     models = {"flipped": work / "flipped.safetensors", "retrained": work / "retrained.safetensors"}
     if not models["flipped"].exists():
         out["train_seconds"], _ = gif("train", "--config", CONFIG, "--dataset", spec, "--out", models["flipped"],

@@ -62,8 +62,9 @@ def _runtime(device: Union[str, torch.device], batch_size: Optional[int], loss: 
     return Runtime(torch.device(device), int(size), 0, loss=loss or cross_entropy_sum)
 
 
-def select(model: nn.Module, forget: DataLike, *, criterion: str = "topk-outputs", ratio: float = 0.1,
-           seed: int = 0, threshold: Optional[float] = None, output_score: str = "abs",
+def select(model: nn.Module, forget: DataLike, *, criterion: str = UnlearnArgs.criterion,
+           ratio: float = UnlearnArgs.ratio, seed: int = 0, threshold: Optional[float] = None,
+           output_score: str = UnlearnArgs.output_score,
            train_size: Optional[int] = None, loss: Optional[SumLoss] = None, device: str = "cpu",
            batch_size: Optional[int] = None) -> Selection:
     """The parameters J to edit, chosen on the forget samples (``Selection.J``)."""

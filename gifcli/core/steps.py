@@ -209,7 +209,7 @@ def best_row(rows: Sequence[dict], order: str = "scale") -> dict:
     """The feasible row with the best objective; ties go to the smaller ``order`` (the milder edit).
 
     A diverged row (objective None: the candidate's outputs were not finite) is never preferred
-    to one that was scored; ``scored_rows`` refuses a search in which every candidate diverged.
+    to one that was scored; :func:`check_scored` refuses a search in which every candidate diverged.
     """
     return max(rows, key=lambda r: (r["objective"] is not None, bool(r.get("feasible", True)),
                                     -math.inf if r["objective"] is None else r["objective"], -r[order]))

@@ -19,12 +19,12 @@ Scale criteria (``--scale-criterion``; each task has a default):
   closest to its mean loss on the held-out validation images, among the scales that keep
   validation accuracy within 0.5 points of the unedited model's.
 * ``repair`` (mislabeled or harmful samples): the scale with the best validation accuracy.
-
-For a sample forget set the validation split is scored without the forget set's own images that
-fall in it: the user named them as wrong or private, so their labels never judge an edit.
 * ``backdoor`` (relabelling a poisoned set): F1 of (1 - attack success on the poisoned
   validation images) and the utility, the mean of their true-label accuracy and the clean
   validation accuracy.
+
+For a sample forget set the validation split is scored without the forget set's own images that
+fall in it: the user named them as wrong or private, so their labels never judge an edit.
 """
 from __future__ import annotations
 

@@ -155,8 +155,8 @@ class ImageTensors(Dataset):
         return (x - self.mean) / self.std
 
     def __getitem__(self, index):
-        if isinstance(index, int):
-            return self.inputs(index), int(self.targets[index])
+        if isinstance(index, int):  # one sample, shaped as one (mean/std carry a batch dimension)
+            return self.inputs([index])[0], int(self.targets[index])
         index = torch.as_tensor(index, dtype=torch.int64)
         return self.inputs(index), self.targets[index]
 
@@ -177,15 +177,8 @@ class Batched(Dataset):
     def __getitem__(self, index):
         if isinstance(index, int):
             return self.dataset[index]
-        items = [self._one(int(i)) for i in index]
+        items = [self.dataset[int(i)] for i in index]
         return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
-
-    def _one(self, i: int):
-        """One sample; a dataset that answers batch indexing (a gif dataset inside a ConcatDataset) too."""
-        x, y = self.dataset[i]
-        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and y.dim() == 1 and len(y) == 1:
-            return x[0], y[0]
-        return x, y
 
 
 def batch_dataset(dataset: Dataset) -> Dataset:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from gifcli.data.datasets import DatasetSpec, ImageTensors, Split, batches, load_data, train_validation_indices
+from gifcli.data.datasets import (DatasetSpec, ImageTensors, Split, batches, concat, load_data,
+                                  train_validation_indices)
 from gifcli.errors import UsageError
 
 
@@ -55,3 +56,16 @@ def test_mnist_with_three_channels(fake_mnist):
     assert three.input_shape == (3, 28, 28) and three.spec.mean == (0.1307,) * 3
     for c in range(3):
         torch.testing.assert_close(x3[:, c], x1[:, 0])
+
+
+def test_concat_of_two_datasets_yields_both_in_order():
+    """Splits over different datasets (a gif tensor set and a plain per-sample dataset, as the Python
+    API's retained and forget loaders give) join into one split: a's samples, then b's."""
+    xa, ya = torch.arange(5 * 4, dtype=torch.float32).reshape(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
+    xb, yb = -torch.arange(3 * 4, dtype=torch.float32).reshape(3, 1, 2, 2), torch.tensor([2, 2, 0])
+    a = Split.of(ImageTensors(xa, ya), torch.tensor([4, 1]))
+    b = Split.of(torch.utils.data.TensorDataset(xb, yb), torch.tensor([2, 0]))
+    joined = concat(a, b)
+    x, y = torch.cat([xb for xb, _ in batches(joined, 3)]), torch.cat([yb for _, yb in batches(joined, 3)])
+    torch.testing.assert_close(x, torch.cat([xa[[4, 1]], xb[[2, 0]]]))
+    assert y.tolist() == [1, 1, 0, 2] and joined.labels.tolist() == [1, 1, 0, 2]
