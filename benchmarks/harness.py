@@ -50,9 +50,10 @@ SETTINGS = ("class8", "random10", "mislabeled", "backdoor")
 
 
 class Harness:
-    def __init__(self, work: Path, data_dir, rt):
+    def __init__(self, work: Path, data_dir, rt, config: Path = CONFIG):
         self.work, self.data_dir, self.rt = work, data_dir, rt
-        self.cfg = load_train_config(CONFIG)
+        self.config = config
+        self.cfg = load_train_config(config)
         work.mkdir(parents=True, exist_ok=True)
 
     def trained(self, name: str, **kw):
@@ -120,12 +121,20 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--md", default=None)
     ap.add_argument("--merge", action="store_true", help="add these methods' rows to the existing --json file")
+    ap.add_argument("--config", default=str(CONFIG), help="training recipe of every model of the grid")
+    ap.add_argument("--train-only", action="store_true", help="only train (and cache in --work) the grid's models")
     args = ap.parse_args()
     if args.merge and not (args.json and Path(args.json).exists()):
         raise SystemExit("--merge needs an existing --json file")
     previous = json.loads(Path(args.json).read_text()) if args.merge else None  # read before any write
     rt = runtime()
-    h = Harness(Path(args.work), args.data_dir, rt)
+    h = Harness(Path(args.work), args.data_dir, rt, Path(args.config))
+    if args.train_only:
+        for name in args.settings.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                h.setting(name, seed)
+        log("trained every model of the grid")
+        return
     start = time.perf_counter()
     results = {}
     for name in args.settings.split(","):
@@ -156,7 +165,7 @@ def main() -> None:
                              "seconds": time.perf_counter() - setting_start}  # training included
             if args.json and not args.merge:  # what is done so far, in case the grid is interrupted
                 write_json(args.json, {"settings": results, "partial": True, "provenance": provenance()})
-    out = {"settings": results, "seconds": time.perf_counter() - start, "config": str(CONFIG),
+    out = {"settings": results, "seconds": time.perf_counter() - start, "config": str(h.config),
            "provenance": provenance()}
     if args.merge:
         out = merged(previous, out, args.methods.split(","))

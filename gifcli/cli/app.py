@@ -55,7 +55,8 @@ class _Out:
         self.console = err
 
     def print(self, *objects: Any) -> None:
-        self.console.print(*[Text(one_line(o)) if isinstance(o, str) else o for o in objects])
+        if main_process():
+            self.console.print(*[Text(one_line(o)) if isinstance(o, str) else o for o in objects])
 
 
 err = _console(True)
@@ -68,7 +69,19 @@ def say(text: str) -> None:
 
 
 def warn(text: str) -> None:
-    err.print(Text.assemble(("warning: ", "yellow"), one_line(text)))
+    if main_process():
+        err.print(Text.assemble(("warning: ", "yellow"), one_line(text)))
+
+
+def main_process() -> bool:
+    """Whether this process prints: always, except under torchrun, where rank 0 alone does (also
+    before the process group is joined, from torchrun's RANK)."""
+    from .. import dist
+
+    d = dist.current()
+    if d.enabled:
+        return d.is_main
+    return int(os.environ.get("RANK", "0")) == 0 if dist.launched_by_torchrun() else True
 
 
 def one_line(text: str) -> str:
@@ -103,7 +116,8 @@ def handled(fn: Callable) -> Callable:
             left = files.written()
             note = ("no output file was written" if not left else
                     "files already complete: " + ", ".join(str(p) for p in left))
-            err.print(Text.assemble(("interrupted ", "red"), one_line(f"({note}; no partial file is left)")))
+            if main_process():
+                err.print(Text.assemble(("interrupted ", "red"), one_line(f"({note}; no partial file is left)")))
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort):
             raise
@@ -127,7 +141,7 @@ def _exit(message: str, code: int, post: bool = True) -> None:
     d = dist.current()
     if d.enabled and post:
         d.post_failure(message, code)
-    if d.is_main:  # one line per run: rank 0 prints it, whichever rank failed
+    if main_process():  # one line per run: rank 0 prints it, whichever rank failed
         _fail_line(message)
     raise typer.Exit(code)
 

@@ -19,8 +19,8 @@ DatasetOpt = Annotated[Optional[str], typer.Option(
     "--dataset", help="Dataset spec (mnist, cifar10, imagefolder:DIR, tensors:FILE); default: the model's own. "
                       "Must be the data the model records (a moved folder or file is fine).")]
 DataDir = Annotated[Optional[str], typer.Option(
-    "--data-dir", help="Root of the built-in datasets (torchvision layout); searched before $GIF_DATA_DIR, "
-                       "./data, ../shared/data.")]
+    "--data-dir", help="Root of the built-in datasets (torchvision layout); searched before $GIF_DATA_DIR "
+                       "and ./data.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Samples per batch in every walk over data.")]
 Workers = Annotated[int, typer.Option("--workers", help="DataLoader worker processes that decode data (0: none).")]
@@ -212,6 +212,20 @@ def import_cmd(
     report = import_weights(arch, parse_kwargs(arch_kwargs), weights, spec, out_path, rt, data_dir)
     say(f"wrote {report.out}: {arch} on {spec.name}, test accuracy {pct(report.test_accuracy)}, "
         f"validation {pct(report.validation_accuracy)}")
+    say(normalisation_line(report.metadata.get("dataset") or {}, given=mean is not None and std is not None,
+                           accuracy=report.test_accuracy))
+
+
+def normalisation_line(record: dict, given: bool, accuracy: Optional[float]) -> str:
+    """Which normalisation the imported model was measured with, and where it came from."""
+    shown = (f"mean {', '.join(f'{m:.4g}' for m in record.get('mean') or [])}, "
+             f"std {', '.join(f'{s:.4g}' for s in record.get('std') or [])}")
+    if given:
+        return f"normalisation {shown} (given), test accuracy {pct(accuracy)} with it"
+    source = ("gif's standard values for this dataset" if record.get("kind") in ("mnist", "cifar10")
+              else "computed from the training images")
+    return (f"normalisation {shown} ({source}), test accuracy {pct(accuracy)} with it: a model trained with "
+            "another normalisation must be given it with --mean/--std")
 
 
 @app.command("forget-set")
@@ -422,22 +436,45 @@ def evaluate_cmd(
         raise GateFailed("threshold violated: " + "; ".join(report["violations"]))
 
 
+def method_summary(result, args) -> str:
+    """The method and what it chose: J's criterion when it selects one, then its own hyper-parameters."""
+    parts = [args.method]
+    if result.outcome.selection is not None:
+        parts.append(f"{args.criterion} {100 * args.ratio:g}%")
+    for key, value in result.outcome.hyper.items():
+        if key == "search_budget":
+            continue
+        shown = format(value, "g") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        parts.append(f"{key.replace('_', ' ')} {shown}")
+    return ", ".join(parts)
+
+
 def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, device: str, batch_size: int,
                   workers: int, deterministic: bool, edited_out: Optional[Path] = None, table=None) -> None:
-    """The core's run into a run folder, then (rank 0) the table of base and edited, the solver line."""
+    """The core's run into a run folder, then (rank 0) the table of base and edited, the solver line.
+
+    What is printed is built before any file is written, so a failure there leaves no run folder."""
     from ..pipelines.unlearn import unlearn_to_folder
+
+    def prepare(result, report) -> list:
+        shown: list = [(table or metrics_table)(title(result), {"base": report["base"], "edited": report["edited"]})]
+        inf = report.get("influence") or {}
+        env = result.outcome.influence.environment if result.outcome.influence is not None else {}
+        shown += [line for line in (hvp_note({**(inf.get("hessian") or {}), **env}), solver_line(inf.get("stats")))
+                  if line]
+        search = result.outcome.search
+        if search and "scale" not in result.outcome.hyper:
+            shown.append(f"{args.method}: {len(search)} settings tried on validation "
+                         f"({report.get('hyper_choice', 'validation search')})")
+        return shown
 
     with Bars() as bars:
         rt = rt_for(device, batch_size, workers, bars, deterministic)
-        result, report = unlearn_to_folder(loaded, data, task, args, rt, folder, edited_out, kind)
+        result, report, shown = unlearn_to_folder(loaded, data, task, args, rt, folder, edited_out, kind, prepare)
     if not rt.dist.is_main:
         return
-    out.print((table or metrics_table)(title(result), {"base": report["base"], "edited": report["edited"]}))
-    inf = report.get("influence") or {}
-    env = result.outcome.influence.environment if result.outcome.influence is not None else {}
-    for line in (hvp_note({**(inf.get("hessian") or {}), **env}), solver_line(inf.get("stats"))):
-        if line:
-            say(line)
+    for item in shown:
+        out.print(item) if not isinstance(item, str) else say(item)
     names = ", ".join(Path(f["path"]).name for f in report["files"].values())
     say(f"run folder {folder}: {names}, report.json ({report['seconds']:.0f} s)")
 
@@ -462,8 +499,8 @@ def remove_class_cmd(
     loaded, data = load(model, dataset, data_dir)
     task = forget_task(data, label, None)
     run_to_folder(loaded, data, task, args, out_dir or Path(f"runs/remove-class-{label}"), "remove-class",
-                  lambda r: f"remove class {label}: {args.method}, {args.criterion} {100 * args.ratio:g}%, "
-                            f"scale {r.scale:g}", device, batch_size, workers, deterministic)
+                  lambda r: f"remove class {label}: {method_summary(r, args)}", device, batch_size, workers,
+                  deterministic)
 
 
 @app.command("remove-samples")
@@ -490,8 +527,8 @@ def remove_samples_cmd(
         warn(f"{left} forget indices fall in gif's validation split (never trained on): left out, listed in the report")
     crit = task.criterion(args.scale_criterion)
     run_to_folder(loaded, data, task, args, out_dir or Path("runs/remove-samples"), "remove-samples",
-                  lambda r: f"forget {len(task.forget.in_fit)} samples: {args.method}, {args.criterion} "
-                            f"{100 * args.ratio:g}%, scale {r.scale:g} ({crit})", device, batch_size, workers,
+                  lambda r: f"forget {len(task.forget.in_fit)} samples: {method_summary(r, args)} ({crit})",
+                  device, batch_size, workers,
                   deterministic)
 
 

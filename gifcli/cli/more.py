@@ -9,7 +9,8 @@ from rich.text import Text
 from ..errors import InputFileError, UsageError
 from .app import ALL_OPTIONS, Bars, app, handled, out, say, single_process, unlearn_args, with_options
 from .commands import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Deterministic, Device, ForgetFile, ForgetLabel,
-                       ModelOpt, Workers, forget_task, load, pct, rt_for, run_to_folder)
+                       ModelOpt, Workers, forget_task, load, method_summary, pct, rt_for,
+                       run_to_folder)
 
 backdoor_app = typer.Typer(help="Implant a trigger, train the backdoored model, recover it with GIF (section 5.3).",
                            no_args_is_help=True, rich_markup_mode=None)
@@ -102,8 +103,7 @@ def backdoor_recover(
     check_model_poison(loaded, doc)
     bd = load_backdoor(doc, data_dir, load_data_for(loaded, None, data_dir))
     run_to_folder(loaded, bd.data, BackdoorRecovery(bd), args, run_dir or Path("runs/backdoor-recover"),
-                  "backdoor-recover", lambda r: f"backdoor recovery: {args.method}, {args.criterion} "
-                                                f"{100 * args.ratio:g}%, scale {r.scale:g}",
+                  "backdoor-recover", lambda r: f"backdoor recovery: {method_summary(r, args)}",
                   device, batch_size, workers, deterministic, edited_out=out_path, table=backdoor_table)
 
 

@@ -107,11 +107,14 @@ def attack_features(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tor
             "entropy": -(p * logp).sum(1)[:, None], "m_entropy": m_entropy[:, None], "probability": p}
 
 
-def svc_share(member: torch.Tensor, nonmember: torch.Tensor, probe: torch.Tensor) -> float:
-    """Share of ``probe`` rows an RBF SVC (C=3, gamma='auto'), fit on members vs non-members, calls members."""
+def svc_share(member: torch.Tensor, nonmember: torch.Tensor, probe: torch.Tensor) -> Optional[float]:
+    """Share of ``probe`` rows an RBF SVC (C=3, gamma='auto'), fit on members vs non-members, calls members;
+    None when there is nothing to fit on or to probe (an SVC needs both classes)."""
     import numpy as np
     from sklearn.svm import SVC
 
+    if len(member) == 0 or len(nonmember) == 0 or len(probe) == 0:
+        return None
     x = torch.cat([member, nonmember]).numpy()
     y = np.concatenate([np.ones(len(member)), np.zeros(len(nonmember))])
     clf = SVC(C=3, gamma="auto", kernel="rbf")
@@ -125,6 +128,8 @@ def svc_mia_shares(model: nn.Module, members: Split, nonmembers: Split, probes: 
     def feats(split: Split) -> dict[str, torch.Tensor]:
         return attack_features(outputs(model, split, rt), split.labels)
 
+    if len(members) == 0 or len(nonmembers) == 0:  # no attack can be fit
+        return {name: {f: None for f in SVC_FEATURES} for name in probes}
     m = feats(members.sample(samples, seed=0))
     t = feats(nonmembers.sample(samples, seed=1))
     out: dict[str, dict[str, Optional[float]]] = {}

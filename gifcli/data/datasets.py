@@ -3,7 +3,7 @@
 A dataset is named by a spec string (``--dataset``):
 
 * ``mnist``, ``cifar10``: torchvision's on-disk layout, found in ``--data-dir``,
-  ``$GIF_DATA_DIR``, ``./data``, ``../shared/data``, then downloaded by torchvision into the first
+  ``$GIF_DATA_DIR``, ``./data``, then downloaded by torchvision into the first
   of those (``./data`` if none was given). Normalised as the paper's appendix C says.
 * ``imagefolder:DIR``: ``torchvision.datasets.ImageFolder`` over ``DIR/train/<class>/...`` and
   ``DIR/test/<class>/...``, decoded lazily (a dataset larger than memory streams).
@@ -294,7 +294,7 @@ def materialise(split: Split, batch_size: int = BATCH, workers: int = 0) -> Spli
 # ---------------------------------------------------------------------------------------------
 # readers of the built-in kinds
 def search_path(data_dir: Optional[str] = None) -> list[Path]:
-    candidates = [data_dir, os.environ.get("GIF_DATA_DIR"), "./data", "../shared/data"]
+    candidates = [data_dir, os.environ.get("GIF_DATA_DIR"), "./data"]
     out: list[Path] = []
     for c in candidates:
         if c and Path(c) not in out:

@@ -77,8 +77,14 @@ def load_tensors(spec: DatasetSpec, data_dir: Optional[str] = None, download: bo
         tx, sx = tx.unsqueeze(1), sx.unsqueeze(1)
     n_classes = int(max(int(ty.max()), int(sy.max()))) + 1
     if classes is not None:
-        if not isinstance(classes, list) or len(classes) < n_classes:
-            raise InputFileError(f"{path}: metadata 'classes' must list at least {n_classes} names")
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+            raise InputFileError(f"{path}: metadata 'classes' must be a JSON list of class names")
+        for part, y in (("train", ty), ("test", sy)):  # a label the names do not cover is the labels' fault
+            bad = torch.nonzero(y >= len(classes)).reshape(-1)
+            if bad.numel():
+                i = int(bad[0])
+                raise InputFileError(f"{path}: {part}_y[{i}] = {int(y[i])} is outside the {len(classes)} classes "
+                                     f"the metadata names (labels 0..{len(classes) - 1}; {bad.numel()} such labels)")
     classes = classes or [str(i) for i in range(n_classes)]
     own = tx.shape[1] if tx.dim() == 4 else None
     channels = spec.channels or own

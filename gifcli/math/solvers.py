@@ -36,6 +36,12 @@ Progress = Optional[Callable[[int, int, float], None]]  # (iteration, max_iter, 
 SOLVERS = ("lsmr", "cg", "neumann", "exact")
 
 
+# Fong & Saunders' conlim (SciPy's default). Their atol and btol are the relative accuracy of A's
+# entries and of b: by default the machine epsilon of the products' dtype (a float32 model's
+# products carry no more digits than that, a float64 test's carry all of them).
+LSMR_CONLIM = 1e8
+
+
 class SolverArgumentError(ValueError):
     """A solver asked for something it cannot do (an argument error, not a numerical failure)."""
 
@@ -57,10 +63,14 @@ class SolveStats:
     rank: Optional[int] = None  # exact: numerical rank of the matrix solved
     recurrence_dtype: str = "float32"
     warnings: list[str] = field(default_factory=list)
+    stop_rule: str = ""  # lsmr: which of its stopping rules ended the solve
+    returned_zero: bool = False  # cg/neumann: no iterate beat the zero start, which was returned
 
     @property
     def final_residual(self) -> float:
         """Relative residual of the returned solution."""
+        if self.returned_zero:
+            return 1.0  # x = 0: the residual is the right-hand side itself
         if not self.residuals:
             return 0.0 if self.converged else float("nan")
         return self.residuals[self.returned_iteration - 1] if self.returned_iteration else self.residuals[-1]
@@ -76,7 +86,9 @@ class SolveStats:
             "converged": self.converged,
             "neumann_scale": self.scale,
             "restarts": self.restarts,
-            "returned_iteration": self.returned_iteration or self.iterations,
+            "returned_iteration": 0 if self.returned_zero else (self.returned_iteration or self.iterations),
+            "returned_zero": self.returned_zero,
+            "stop_rule": self.stop_rule,
             "cond_estimate": self.cond_estimate,
             "rank": self.rank,
             "recurrence_dtype": self.recurrence_dtype,
@@ -190,8 +202,7 @@ def neumann(
     if not stats.converged and best_at != stats.iterations:
         if best_at == 0:
             stats.message += "; no iterate improved on the zero start, returned zero"
-            stats.residuals.insert(0, 1.0)
-            stats.returned_iteration = 1
+            stats.returned_zero = True
         else:
             stats.returned_iteration = best_at
             stats.message += f"; returned iterate {best_at} (smallest residual)"
@@ -275,12 +286,11 @@ def cg(
     if not stats.converged and not stats.message:
         stats.message = f"stopped at max_iter={max_iter}"
     if not stats.converged and best_at != stats.iterations:
-        stats.returned_iteration = best_at
         if best_at == 0:
             stats.message += "; no iterate improved on the zero start, returned zero"
-            stats.residuals.insert(0, 1.0)
-            stats.returned_iteration = 1
+            stats.returned_zero = True
         else:
+            stats.returned_iteration = best_at
             stats.message += f"; returned iterate {best_at} (smallest residual)"
         x = best_x
     stats.seconds = time.perf_counter() - start
@@ -312,15 +322,27 @@ def lsmr(
     damping: float = 0.0,
     progress: Progress = None,
     recurrence_dtype: Optional[torch.dtype] = None,
+    atol: Optional[float] = None,
+    btol: Optional[float] = None,
+    conlim: float = LSMR_CONLIM,
 ) -> tuple[torch.Tensor, SolveStats]:
     """LSMR (Fong & Saunders 2011) on ``min ||A x - b||^2 + damping ||x||^2``.
 
     ``apply_a(v)`` is ``A v`` (``v`` of length ``n_cols``), ``apply_at(u)`` is ``A^T u``. Each
-    iteration applies each once; the first ``A^T b`` costs one more. Stops when the relative
-    normal-equation residual ``||A^T r - damping x|| / ||A^T b||`` reaches ``tol``; that residual
-    decreases monotonically, so the last iterate is returned. ``stats.cond_estimate`` is
-    LSMR's estimate of the condition number of ``[A; sqrt(damping) I]``. The recurrences follow
-    SciPy's ``scipy.sparse.linalg.lsmr`` (same variable names), with torch vectors.
+    iteration applies each once; the first ``A^T b`` costs one more. The recurrences and the
+    estimates of ||r||, ||A||, cond(A) and ||x|| follow SciPy's ``scipy.sparse.linalg.lsmr``
+    (same variable names), with torch vectors. It stops at the first of (``stats.stop_rule``):
+
+    * ``tol``: gif's rule, the relative normal-equation residual ``||A^T r - damping x|| /
+      ||A^T b|| <= tol`` (monotone in LSMR, so the last iterate is the best);
+    * Fong & Saunders' ``btol`` (a compatible system: ``||r|| <= btol ||b|| + atol ||A|| ||x||``),
+      ``atol`` (a least-squares solution: ``||A^T r|| <= atol ||A|| ||r||``), and their
+      machine-precision forms (as if atol = btol = eps); ``atol`` and ``btol`` default to the
+      machine epsilon of ``b``'s dtype, the accuracy the products have;
+    * ``conlim``: the estimate of cond([A; sqrt(damping) I]) passed ``conlim`` (not converged:
+      the solve stopped because the system is too ill-conditioned for more iterations to help);
+    * ``max_iter`` (not converged); an exhausted Krylov subspace counts as converged only when one
+      of the residual tests above holds.
     """
     work = b.dtype
     dtype = recurrence_dtype or work
@@ -329,9 +351,13 @@ def lsmr(
     A = _counting(_in_dtype(apply_a, work, dtype), stats)
     At = _counting(_in_dtype(apply_at, work, dtype), stats)
     damp = math.sqrt(damping) if damping > 0 else 0.0
+    ctol = 1.0 / conlim if conlim > 0 else 0.0
+    eps = torch.finfo(work).eps
+    atol = eps if atol is None else atol
+    btol = eps if btol is None else btol
 
     u = b.to(dtype).clone()
-    beta = float(u.norm())
+    normb = beta = float(u.norm())
     x = torch.zeros(n_cols, dtype=dtype, device=b.device)
     if not math.isfinite(beta):
         return _trivial(x, stats, start, beta)
@@ -350,7 +376,11 @@ def lsmr(
     zetabar, alphabar = alpha * beta, alpha
     rho, rhobar, cbar, sbar = 1.0, 1.0, 1.0, 0.0
     h, hbar = v.clone(), torch.zeros_like(x)
+    # estimates of ||r||, ||A||, cond(A) (SciPy's names)
+    betadd, betad, rhodold, tautildeold, thetatilde, zeta, d = beta, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0
+    normA2 = alpha * alpha
     maxrbar, minrbar = 0.0, 1e100
+    rule = ""
     while stats.iterations < max_iter:
         u = A(v) - alpha * u
         beta = float(u.norm())
@@ -370,6 +400,7 @@ def lsmr(
         thetanew = s * alpha
         alphabar = c * alpha
         rhobarold = rhobar
+        zetaold = zeta
         thetabar = sbar * rho
         rhotemp = cbar * rho
         cbar, sbar, rhobar = _sym_ortho(cbar * rho, thetanew)
@@ -378,23 +409,86 @@ def lsmr(
         hbar = h - (thetabar * rho / (rhoold * rhobarold)) * hbar
         x = x + (zeta / (rho * rhobar)) * hbar
         h = v - (thetanew / rho) * h
+        # ||r||: rotations Qhat_{k,2k+1}, Q_{k,k+1}, Qtilde_{k-1}
+        betaacute, betacheck = chat * betadd, -shat * betadd
+        betahat, betadd = c * betaacute, -s * betaacute
+        thetatildeold = thetatilde
+        ctildeold, stildeold, rhotildeold = _sym_ortho(rhodold, thetabar)
+        thetatilde = stildeold * rhobar
+        rhodold = ctildeold * rhobar
+        betad = -stildeold * betad + ctildeold * betahat
+        tautildeold = (zetaold - thetatildeold * tautildeold) / rhotildeold
+        taud = (zeta - thetatilde * tautildeold) / rhodold
+        d = d + betacheck * betacheck
+        normr = math.sqrt(d + (betad - taud) ** 2 + betadd * betadd)
+        # ||A|| and cond(A)
+        normA2 += beta * beta
+        normA = math.sqrt(normA2)
+        normA2 += alpha * alpha
         maxrbar = max(maxrbar, rhobarold)
         if stats.iterations > 0:
             minrbar = min(minrbar, rhobarold)
-        stats.cond_estimate = max(maxrbar, rhotemp) / max(min(minrbar, rhotemp), 1e-300)
-        rel = abs(zetabar) / normar0
+        condA = max(maxrbar, rhotemp) / max(min(minrbar, rhotemp), 1e-300)
+        stats.cond_estimate = condA
+        normar, normx = abs(zetabar), float(x.norm())
+        rel = normar / normar0
         stats.iterations += 1
         stats.residuals.append(rel)
         if progress:
             progress(stats.iterations, max_iter, rel)
-        if rel <= tol:
-            stats.converged = True
+        if beta == 0.0 or alpha == 0.0:
+            # no new direction: the recurrences now claim an exact answer; believe only the
+            # residual itself (two more products)
+            r_true = b.to(dtype) - A(x)
+            ne = At(r_true) - damping * x
+            true_rel = float(ne.norm()) / normar0
+            stats.residuals[-1] = true_rel
+            rule = "tol" if true_rel <= tol else "exhausted"
             break
-        if beta == 0.0 or alpha == 0.0:  # the Krylov space is exhausted: x solves the problem
-            stats.converged = True
-            stats.message = "the Krylov subspace is exhausted"
+        rule = _lsmr_rule(rel, tol, normr, normar, normA, normx, normb, condA, atol, btol, ctol)
+        if rule:
             break
-    if not stats.converged:
-        stats.message = f"stopped at max_iter={max_iter}"
+    stats.stop_rule = rule or "max_iter"
+    stats.converged = stats.stop_rule in LSMR_CONVERGED
+    stats.message = LSMR_MESSAGES[stats.stop_rule].format(max_iter=max_iter, conlim=conlim)
     stats.seconds = time.perf_counter() - start
     return x, stats
+
+
+def _lsmr_rule(rel: float, tol: float, normr: float, normar: float, normA: float, normx: float, normb: float,
+               condA: float, atol: float, btol: float, ctol: float) -> str:
+    """Which stopping rule holds, in Fong & Saunders' order of precedence (SciPy's istop 1..6)."""
+    test1 = normr / normb
+    test2 = normar / (normA * normr) if normA * normr != 0 else math.inf
+    test3 = 1.0 / condA
+    t1 = test1 / (1.0 + normA * normx / normb)
+    rtol = btol + atol * normA * normx / normb
+    if rel <= tol:
+        return "tol"
+    if test1 <= rtol:
+        return "btol"
+    if test2 <= atol:
+        return "atol"
+    if test3 <= ctol:
+        return "conlim"
+    if 1.0 + t1 <= 1.0:
+        return "btol_eps"
+    if 1.0 + test2 <= 1.0:
+        return "atol_eps"
+    if 1.0 + test3 <= 1.0:
+        return "conlim_eps"
+    return ""
+
+
+LSMR_CONVERGED = frozenset({"tol", "btol", "atol", "btol_eps", "atol_eps"})
+LSMR_MESSAGES = {
+    "tol": "",
+    "btol": "A x = b holds to btol (a compatible system)",
+    "atol": "a least-squares solution to atol: ||A^T r|| <= atol ||A|| ||r||",
+    "btol_eps": "A x = b holds to machine precision",
+    "atol_eps": "a least-squares solution to machine precision",
+    "conlim": "stopped: the condition estimate exceeds conlim={conlim:g}",
+    "conlim_eps": "stopped: the condition estimate exceeds 1/eps",
+    "exhausted": "the Krylov subspace is exhausted but no residual test holds",
+    "max_iter": "stopped at max_iter={max_iter}",
+}

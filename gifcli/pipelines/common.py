@@ -113,7 +113,34 @@ def load_data_for(loaded: Loaded, dataset: Optional[str], data_dir: Optional[str
     if list(data.input_shape) != list(loaded.meta.get("input_shape", data.input_shape)):
         raise InputFileError(f"model {loaded.path} takes inputs {loaded.meta['input_shape']}, "
                              f"{data.spec.name} gives {list(data.input_shape)}")
+    check_outputs(loaded.model, data, f"model {loaded.path}")
     return data
+
+
+def check_outputs(model: nn.Module, data: Data, what: str) -> None:
+    """The model gives one output per class of the data (one forward pass on two test images)."""
+    from ..core.walk import to_model
+    from ..data.datasets import batches
+
+    split = data.test_split if len(data.test_split) else data.fit
+    x, _ = next(iter(batches(split, 2, 0)))
+    from ..models.specs import set_eval
+
+    was_training = model.training
+    set_eval(model)  # no BatchNorm statistics move
+    try:
+        with torch.inference_mode():
+            out = model(to_model(x, model))
+    finally:
+        if was_training:
+            try:
+                model.train()
+            except NotImplementedError:  # a torch.export graph keeps its mode
+                pass
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != data.num_classes:
+        got = f"outputs of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputFileError(f"{what} gives {got} on {data.spec.name}, which has {data.num_classes} classes "
+                             f"(expected ({len(x)}, {data.num_classes}))")
 
 
 def check_label(data: Data, label: int) -> None:
@@ -160,7 +187,7 @@ def edited_meta(loaded: Loaded, influence_path: Optional[str | Path], imeta: dic
             "influence_abs": None if influence_path is None else str(Path(influence_path).resolve()),
             "influence_sha256": input_sha256(influence_path),
             "index_sha256": index_sha256(J) if J is not None else None, "mask_sha256": imeta.get("mask_sha256"),
-            "method": method, "target": imeta.get("target"), **hyper,
+            "method": method, "target": imeta.get("target"), **hyper, "hyper_keys": sorted(hyper),
             "selected": J.size if J is not None else None,
         },
         "provenance": provenance(kind="apply"),

@@ -66,7 +66,8 @@ def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]]
         tag = tag_of(args)
         rt.report("compare", i, len(cells), tag)
         task = task_for(args.seed)
-        result, report = unlearn_to_folder(loaded, data, task, args, rt, out_dir / "cells" / tag, kind="compare-cell")
+        result, report, _ = unlearn_to_folder(loaded, data, task, args, rt, out_dir / "cells" / tag,
+                                              kind="compare-cell")
         metrics = unlearning_metrics(result.model, data, task, rt, svc)
         row = {"method": args.method, "criterion": args.criterion, "ratio": args.ratio, "seed": args.seed,
                "task": task.describe(),

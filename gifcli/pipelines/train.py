@@ -37,7 +37,11 @@ def model_meta(spec: ArchSpec, data: Data) -> dict:
 
 
 def build(spec: ArchSpec, data: Data) -> nn.Module:
-    return spec.build(data.input_shape, data.num_classes)
+    from .common import check_outputs
+
+    model = spec.build(data.input_shape, data.num_classes)
+    check_outputs(model, data, f"architecture {spec.name}")
+    return model
 
 
 def train_and_save(cfg: TrainConfig, spec: ArchSpec, data: Data, train: Split, test: Split, out: str | Path,

@@ -3,11 +3,15 @@
 ``unlearn_to_folder`` calls :func:`gifcli.core.run` once and writes, on rank 0 only, the run
 folder: ``mask.json`` (when the method selects J), ``influence.safetensors`` (when it has an
 influence vector), the edited checkpoint, and ``report.json`` (the only file with timings).
+
+Nothing is written until the result is complete: the caller's ``prepare`` (what the CLI will
+print) runs before the first file, ``report.json`` is written last, and a failure while writing
+removes what this run wrote, so a folder with a report in it is always a finished one.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from ..core.args import Runtime, UnlearnArgs
 from ..core.run import UnlearnResult, run
@@ -17,46 +21,76 @@ from ..io.files import make_folder, provenance, sha256_file, write_json
 from .common import Loaded, save_edited, write_influence_file, write_mask_file
 
 
+def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, result: UnlearnResult,
+                   kind: str) -> dict:
+    """report.json's content, less its ``files`` (added once they are written)."""
+    outcome = result.outcome
+    influence = None
+    if outcome.influence is not None:
+        info = outcome.influence.info
+        influence = {"stats": outcome.influence.stats, "hessian": info.get("hessian"), "device": info.get("device"),
+                     "seconds": outcome.influence.seconds}
+    criterion = task.criterion(args.scale_criterion)
+    if "scale" in outcome.hyper:
+        swept = args.scales is None or len(args.scales) > 1
+        choice = f"validation sweep ({criterion})" if swept else "given"
+    else:
+        choice = f"validation search ({criterion})" if outcome.search else "none"
+    return {
+        "format": f"gif-{kind}", "version": 1, "task": result.task, "model": loaded.path, "model_sha256": loaded.sha,
+        "dataset": data.spec.name, "method": args.method, "args": args.as_dict(), **outcome.hyper,
+        "hyper": dict(outcome.hyper), "scale_choice" if "scale" in outcome.hyper else "hyper_choice": choice,
+        "validation_sweep": outcome.search, "influence": influence,
+        "base": result.base, "edited": result.edited,
+        "seconds": result.seconds, "method_seconds": outcome.seconds,
+        "provenance": provenance(kind=kind),
+    }
+
+
 def unlearn_to_folder(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, rt: Runtime, folder: Path,
-                      edited_out: Optional[Path] = None, kind: str = "unlearn") -> tuple[UnlearnResult, dict]:
-    """Run the core on a checkpoint and write the run folder; returns the result and its report."""
+                      edited_out: Optional[Path] = None, kind: str = "unlearn",
+                      prepare: Optional[Callable[[UnlearnResult, dict], Any]] = None
+                      ) -> tuple[UnlearnResult, dict, Any]:
+    """Run the core on a checkpoint and write the run folder; returns the result, its report and
+    what ``prepare(result, report)`` returned (computed before any file is written)."""
     result = run(task, loaded.model, data, args, rt, loaded.context())
+    report = unlearn_report(loaded, data, task, args, result, kind)
+    prepared = prepare(result, report) if prepare is not None else None
+    report["files"] = {}
+    if rt.dist.is_main:
+        report["files"] = write_run_files(loaded, task, args, result, folder, edited_out, report)
+    return result, report, prepared
+
+
+def write_run_files(loaded: Loaded, task: Task, args: UnlearnArgs, result: UnlearnResult, folder: Path,
+                    edited_out: Optional[Path], report: dict) -> dict:
+    """mask, influence, edited checkpoint, then report.json; on any failure, none of them stays."""
     outcome = result.outcome
     edited_path = edited_out or folder / "edited.safetensors"
-    files: dict[str, Optional[str]] = {}
-    report: dict = {}
-    if rt.dist.is_main:
+    written: list[Path] = []
+    files: dict[str, str] = {}
+    try:
         make_folder(folder)
         mask_path = infl_path = None
         imeta: dict = {}
         if outcome.selection is not None:
             mask_path = folder / "mask.json"
             write_mask_file(mask_path, outcome.selection, args, task.describe(), loaded)
+            written.append(mask_path)
             files["mask"] = str(mask_path)
         if outcome.influence is not None:
             infl_path = folder / "influence.safetensors"
             imeta = write_influence_file(infl_path, outcome.influence, loaded, mask_path)
+            written.append(infl_path)
             files["influence"] = str(infl_path)
         J = outcome.influence.J if outcome.influence is not None else None
         save_edited(edited_path, outcome.edited, loaded, infl_path, imeta, J, outcome.hyper, args.method)
+        written.append(Path(edited_path))
         files["edited"] = str(edited_path)
-    criterion = task.criterion(args.scale_criterion)
-    swept = args.scales is None or len(args.scales) > 1
-    influence = None
-    if outcome.influence is not None:
-        info = outcome.influence.info
-        influence = {"stats": outcome.influence.stats, "hessian": info.get("hessian"), "device": info.get("device"),
-                     "seconds": outcome.influence.seconds}
-    report = {
-        "format": f"gif-{kind}", "version": 1, "task": result.task, "model": loaded.path, "model_sha256": loaded.sha,
-        "dataset": data.spec.name, "method": args.method, "args": args.as_dict(), **outcome.hyper,
-        "scale_choice": f"validation sweep ({criterion})" if swept else "given",
-        "validation_sweep": outcome.search, "influence": influence,
-        "base": result.base, "edited": result.edited,
-        "files": {k: {"path": v, "sha256": sha256_file(v)} for k, v in files.items() if v},
-        "seconds": result.seconds, "method_seconds": outcome.seconds,
-        "provenance": provenance(kind=kind),
-    }
-    if rt.dist.is_main:
-        write_json(folder / "report.json", report)
-    return result, report
+        described = {k: {"path": v, "sha256": sha256_file(v)} for k, v in files.items()}
+        write_json(folder / "report.json", {**report, "files": described})
+        return described
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise

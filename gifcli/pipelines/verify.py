@@ -55,6 +55,8 @@ def verify(edited_path: Path, base: Optional[Path] = None, mask: Optional[Path] 
     if not isinstance(edit, dict):
         raise ChainBroken(f"{edited_path} records no edit: it is not an edited checkpoint")
     folder = Path(edited_path).parent
+    if edit.get("influence_sha256") is None and edit.get("scale") is None:
+        return _verify_without_vector(v, edited_path, edit, base, strict)
     base_path = _pick(base, edit.get("base_model"), None, edit.get("base_model_abs"))
     infl_path = _pick(influence, edit.get("influence"), folder, edit.get("influence_abs"))
     mask_path = _pick(mask, None if edit.get("mask_sha256") is None else _recorded_mask(infl_path))
@@ -106,6 +108,26 @@ def verify(edited_path: Path, base: Optional[Path] = None, mask: Optional[Path] 
     else:
         v.unchecked.append("re-deriving the edited weights (needs the base model and the influence file)")
     if strict and v.unchecked:
+        raise ChainBroken(f"cannot prove the whole chain of {edited_path}: missing " + "; ".join(v.unchecked))
+    return v
+
+
+def _verify_without_vector(v: Verification, edited_path: Path, edit: dict, base: Optional[Path],
+                           strict: bool) -> Verification:
+    """An edit made by a method with no stored edit vector (ssd, finetune, ...): the base model's
+    hash is checked; the weights can only be re-derived by running the recorded method again."""
+    base_path = _pick(base, edit.get("base_model"), None, edit.get("base_model_abs"))
+    if base_path is None:
+        v.unchecked.append("the base model (pass --base)")
+    else:
+        if load_model(base_path).sha != edit.get("base_model_sha256"):
+            raise ChainBroken(f"base model {base_path} is not the recorded one")
+        v.checked.append("base model sha256")
+    method = edit.get("method", "?")
+    chosen = ", ".join(f"{k} {val}" for k, val in edit.items() if k in (edit.get("hyper_keys") or ()))
+    v.unchecked.append(f"re-deriving the edited weights: method {method!r} stores no edit vector, so its edit is "
+                       f"re-derived only by running it again{f' ({chosen})' if chosen else ''}")
+    if strict:
         raise ChainBroken(f"cannot prove the whole chain of {edited_path}: missing " + "; ".join(v.unchecked))
     return v
 

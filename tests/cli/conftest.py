@@ -41,3 +41,27 @@ def refused(r, needle, out=None, code=1):
     if out is not None:
         assert not (out.exists() and out.is_file()), f"{out} was written"
         assert not list(out.parent.glob(f".{out.name}.*")), "a temporary file was left behind"
+
+
+def hand_accuracy(checkpoint, data_dir, split: str = "test", labels=None, exclude=None) -> float:
+    """A checkpoint's accuracy computed the simple way, outside gif's evaluation code: the raw
+    uint8 MNIST-layout images, scaled and normalised with the mean/std the checkpoint records,
+    one forward pass. ``labels``: only these classes; ``exclude``: all but this class."""
+    import torch
+
+    from gifcli import load_checkpoint
+    from gifcli.data.datasets import load_raw
+
+    model, meta = load_checkpoint(checkpoint)
+    raw = load_raw("mnist", split, str(data_dir), download=False)
+    keep = torch.ones(len(raw.labels), dtype=torch.bool)
+    if labels is not None:
+        keep &= torch.isin(raw.labels, torch.tensor(list(labels)))
+    if exclude is not None:
+        keep &= raw.labels != exclude
+    mean, std = meta["dataset"]["mean"][0], meta["dataset"]["std"][0]
+    x = (raw.images[keep].float() / 255.0 - mean) / std
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    return float((pred == raw.labels[keep]).double().mean())

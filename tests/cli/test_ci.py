@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from gifcli.io.files import sha256_tensors
 
-from .conftest import invoke
+from .conftest import hand_accuracy, invoke
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +97,24 @@ def test_verify_catches_a_base_model_that_is_not_the_recorded_one(runner, run_fo
     _one_line_failure(_verify(runner, run_folder / "edited.safetensors", "--base", other), "not the recorded one")
 
 
-def test_junit_records_each_threshold(runner, run_folder, fake_mnist, tmp_path):
+def test_junit_records_each_threshold(runner, tiny_model, fake_mnist, tmp_path):
+    """One gate that must pass (test accuracy >= 0 %) and one that must fail (forget accuracy at
+    most half a point below the unedited model's own, computed by hand): exit 1, one failure."""
+    edited = tiny_model
+    forget_acc = 100 * hand_accuracy(edited, fake_mnist, labels=[3])
+    assert forget_acc > 0.5, "the gate below needs a forget accuracy above 0.5 %"
+    limit = round(forget_acc - 0.5, 3)
     junit = tmp_path / "gates.xml"
-    r = invoke(runner, ["evaluate", "--model", run_folder / "edited.safetensors", "--forget-label", 3,
-                        "--min-test-acc", 50, "--max-forget-acc", 0, "--junit", junit, "--data-dir", fake_mnist])
-    rep_forget = None
+    r = invoke(runner, ["evaluate", "--model", edited, "--forget-label", 3, "--min-test-acc", 0,
+                        "--max-forget-acc", limit, "--junit", junit, "--data-dir", fake_mnist])
+    assert r.exit_code == 1, r.output
     suite = ET.parse(junit).getroot()
     cases = {c.get("name"): c for c in suite.iter("testcase")}
-    assert suite.get("tests") == "2" and set(cases) == {"min_test_acc >= 50", "max_forget_acc <= 0"}
-    assert cases["min_test_acc >= 50"].find("failure") is None
-    failed = cases["max_forget_acc <= 0"].find("failure")
-    forget_failed = r.exit_code == 1
-    assert (failed is not None) == forget_failed, r.output
-    if failed is not None:
-        assert "forget accuracy" in failed.get("message") and suite.get("failures") == "1"
-    assert rep_forget is None
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert set(cases) == {"min_test_acc >= 0", f"max_forget_acc <= {limit:g}"}
+    assert cases["min_test_acc >= 0"].find("failure") is None
+    failed = cases[f"max_forget_acc <= {limit:g}"].find("failure")
+    assert failed is not None and "forget accuracy" in failed.get("message")
 
 
 def test_two_identical_runs_write_identical_bytes(runner, tiny_model, fake_mnist, tmp_path):

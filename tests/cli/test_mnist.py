@@ -1,5 +1,6 @@
-"""The shipped checkpoint on the real MNIST: found through $GIF_DATA_DIR, ./data or ../shared/data
-(as gif itself looks); the data-dependent tests are skipped where it is absent."""
+"""The shipped checkpoint on the real MNIST: found through $GIF_DATA_DIR or ./data, as gif itself
+looks (the tests also look beside the clone, where the project's machines keep it); the
+data-dependent tests are skipped where it is absent."""
 import json
 import os
 from pathlib import Path
@@ -46,6 +47,6 @@ def test_remove_class_on_real_mnist(runner, tmp_path):
 
 def test_search_path_order(monkeypatch):
     monkeypatch.setenv("GIF_DATA_DIR", "/env/dir")
-    assert [str(p) for p in search_path("/given")] == ["/given", "/env/dir", "data", "../shared/data"]
+    assert [str(p) for p in search_path("/given")] == ["/given", "/env/dir", "data"]
     monkeypatch.delenv("GIF_DATA_DIR")
-    assert [str(p) for p in search_path(None)] == ["data", "../shared/data"]
+    assert [str(p) for p in search_path(None)] == ["data"]

@@ -13,6 +13,7 @@ from gifcli.math.solvers import cg, lsmr, neumann
 from .helpers import TanhMLP, batches_of, explicit_gradient, explicit_hessian
 
 RTOL = 1e-8
+EXACT_CLOSED_FORM_RTOL = 1e-3  # float32 columns against the float64 closed form
 
 
 def _matrix(m: int, n: int, rank: int, cond: float, seed: int) -> torch.Tensor:
@@ -62,11 +63,76 @@ def test_lsmr_residual_is_monotone_where_cg_swings():
 
 
 def test_lsmr_estimates_the_condition_number():
+    """LSMR's estimate is a lower bound that grows with the iterations; SciPy's implementation of
+    the same recurrences gives the same estimate while the Lanczos vectors are still orthogonal."""
+    sl = pytest.importorskip("scipy.sparse.linalg")
     A = _matrix(40, 20, 20, cond=1e3, seed=7)
     b = torch.randn(40, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
-    _, stats = _lsmr(A, b, tol=1e-14, max_iter=200)
     true = float(torch.linalg.cond(A))
-    assert 0.3 * true < stats.cond_estimate <= 1.01 * true
+    _, early = _lsmr(A, b, tol=0.0, max_iter=10, atol=0.0, btol=0.0, conlim=0.0)
+    ref = sl.lsmr(A.numpy(), b.numpy(), atol=0.0, btol=0.0, conlim=0.0, maxiter=10)
+    assert early.cond_estimate == pytest.approx(ref[6], rel=1e-3)
+    _, late = _lsmr(A, b, tol=1e-14, max_iter=200)
+    assert early.cond_estimate < late.cond_estimate <= 1.01 * true and late.cond_estimate > 0.1 * true
+
+
+SCIPY_ISTOP = {1: "btol", 2: "atol", 3: "conlim", 4: "btol_eps", 5: "atol_eps", 6: "conlim_eps", 7: "max_iter"}
+
+
+@pytest.mark.parametrize("case", ["btol", "atol", "conlim", "max_iter"])
+def test_lsmr_stops_by_fong_and_saunders_rules(case):
+    """Each rule fires on a system made for it, at SciPy's iteration and with SciPy's istop; only
+    the residual rules count as converged."""
+    sl = pytest.importorskip("scipy.sparse.linalg")
+    gen = torch.Generator().manual_seed(11)
+    if case == "btol":  # compatible: b in the range of A
+        A = _matrix(30, 12, 12, cond=1e2, seed=1)
+        b = A @ torch.randn(12, generator=gen, dtype=torch.float64)
+        kw = dict(atol=1e-10, btol=1e-7, conlim=1e8)
+    elif case == "atol":  # incompatible: ||r|| stays large, A^T r goes to zero
+        A = _matrix(30, 12, 12, cond=1e2, seed=2)
+        b = torch.randn(30, generator=gen, dtype=torch.float64)
+        kw = dict(atol=1e-7, btol=1e-10, conlim=1e8)
+    elif case == "conlim":
+        A = _matrix(30, 12, 12, cond=1e9, seed=3)
+        b = torch.randn(30, generator=gen, dtype=torch.float64)
+        kw = dict(atol=1e-12, btol=1e-12, conlim=1e3)
+    else:
+        A = _matrix(30, 12, 12, cond=1e6, seed=4)
+        b = torch.randn(30, generator=gen, dtype=torch.float64)
+        kw = dict(atol=1e-14, btol=1e-14, conlim=1e12)
+    max_iter = 5 if case == "max_iter" else 300
+    _, stats = _lsmr(A, b, tol=0.0, max_iter=max_iter, **kw)
+    ref = sl.lsmr(A.numpy(), b.numpy(), maxiter=max_iter, **kw)
+    assert stats.stop_rule == case == SCIPY_ISTOP[ref[1]], (stats.stop_rule, ref[1])
+    assert stats.iterations == ref[2]
+    assert stats.converged == (case in ("btol", "atol"))
+    if not stats.converged:
+        assert stats.message and "converged" not in stats.message
+
+
+def test_lsmr_never_calls_an_exhausted_subspace_converged_without_its_residual():
+    """A^T's second product comes back (as rounding can make it) exactly along the previous
+    direction, so alpha = 0: the recurrences see no new direction. The residual test does not
+    hold at that iterate, so the solve is not converged (it used to be reported converged)."""
+    A = _matrix(20, 8, 8, cond=10.0, seed=5)
+    b = torch.randn(20, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    # the first Golub-Kahan step, computed as lsmr computes it
+    u1 = b / float(b.norm())
+    v1 = A.T @ u1
+    alpha1 = float(v1.norm())
+    v1 = v1 / alpha1
+    beta2 = float((A @ v1 - alpha1 * u1).norm())
+    calls = []
+
+    def at(u):
+        calls.append(1)
+        return beta2 * v1 if len(calls) == 2 else A.T @ u
+
+    x, stats = lsmr(lambda v: A @ v, at, b, 8, tol=1e-8, max_iter=50)
+    true_rel = float((A.T @ (b - A @ x)).norm() / (A.T @ b).norm())
+    assert stats.stop_rule == "exhausted" and not stats.converged and stats.iterations == 1
+    assert stats.final_residual == pytest.approx(true_rel, rel=1e-9) and true_rel > 1e-2
 
 
 def test_float64_recurrences_with_float32_products():
@@ -84,13 +150,18 @@ def test_float64_recurrences_with_float32_products():
 
 
 def test_cg_zero_start_best_does_not_crash():
-    """Every iterate worse than the zero start: CG used to look up 1.0 in its history and raise."""
+    """Every iterate worse than the zero start: CG returns zero and says so, and its residual
+    history holds only what was computed (no padded 1.0)."""
     A = torch.diag(torch.tensor([1.0, 1000.0], dtype=torch.float64))
     b = torch.tensor([1.0, 0.03], dtype=torch.float64)
     x, stats = cg(lambda v: A @ v, b, tol=1e-12, max_iter=1)
-    assert stats.residuals[0] > 1.0 or stats.final_residual <= 1.0
-    true = float((b - A @ x).norm() / b.norm())
-    assert abs(true - stats.final_residual) < 1e-12 and true <= 1.0
+    # the one iterate, by hand: alpha = b.b / b.Ab, x1 = alpha b
+    alpha = float(b @ b) / float(b @ A @ b)
+    first = float((b - A @ (alpha * b)).norm() / b.norm())
+    assert first > 1.0  # so the zero start is the best
+    assert stats.residuals == pytest.approx([first], rel=1e-12) and len(stats.residuals) == stats.iterations
+    assert torch.equal(x, torch.zeros(2, dtype=torch.float64)) and stats.returned_zero
+    assert stats.final_residual == 1.0 and stats.as_dict()["returned_iteration"] == 0
 
 
 def test_neumann_returns_its_best_iterate_when_it_gives_up():
@@ -108,6 +179,7 @@ def test_neumann_returns_its_best_iterate_when_it_gives_up():
     # diverging at once: nothing beats the zero start, which is returned
     x, stats = neumann(lambda v: A @ v, b, tol=1e-12, max_iter=50, power_iters=1, margin=0.01, max_restarts=0)
     assert torch.equal(x, torch.zeros(3, dtype=torch.float64)) and stats.final_residual == 1.0
+    assert stats.returned_zero and len(stats.residuals) == stats.iterations and stats.residuals[0] > 1.0
 
 
 @pytest.fixture()
@@ -184,3 +256,62 @@ def test_exact_cuts_rounding_noise_and_reports_the_rank():
     ref = -torch.linalg.pinv(H64[:, J.indices], rtol=1e-10) @ g32.double()
     assert res.stats.rank == J.size - 3 and res.stats.warnings
     torch.testing.assert_close(res.delta.double(), ref, rtol=2e-3, atol=1e-6)
+
+
+def softmax_regression_hessian(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The mean cross-entropy Hessian of softmax regression in closed form, float64, in
+    nn.Linear's parameter order (weight row by row, then bias):
+    H[(c,i),(e,j)] = mean_n (p_c delta_ce - p_c p_e) x_i x_j, with x_d = 1 for the bias."""
+    x = x.double()
+    n, d = x.shape
+    classes = weight.shape[0]
+    p = torch.softmax(x @ weight.double().T + bias.double(), dim=1)
+    curvature = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)  # (n, C, C)
+    xa = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    H = torch.einsum("nce,ni,nj->ciej", curvature, xa, xa).reshape(classes * (d + 1), classes * (d + 1)) / n
+    order = [c * (d + 1) + i for c in range(classes) for i in range(d)] + [c * (d + 1) + d for c in range(classes)]
+    return H[order][:, order]
+
+
+def _float32_softmax_regression(constant_features: int):
+    torch.manual_seed(0)
+    d, classes, n = 500, 4, 2000
+    x = torch.randn(n, d) * torch.logspace(0, -2.8, d)  # feature scales spread: H_J's cond ~1e4
+    x[:, :constant_features] = -0.4242  # always-zero pixels, normalised: a constant for every image
+    y = torch.randint(0, classes, (n,))
+    model = nn.Linear(d, classes)
+    with torch.no_grad():
+        model.weight.mul_(3.0)
+    batches = batches_of(x, y, 500)
+    g = HessianSample(model, [(x[:100] * 1.5, y[:100])]).gradient() * (100 / n)
+    hess = HessianSample(model, batches)
+    J = IndexSet.from_indices(hess.space, torch.tensor(list(range(0, d, 4)) + [classes * d]))  # row 0, bias 0
+    H = softmax_regression_hessian(model.weight.detach(), model.bias.detach(), x)
+    return hess, J, g, H[:, J.indices]
+
+
+def test_exact_keeps_every_real_direction_of_an_ill_conditioned_float32_system():
+    """A float32 softmax regression whose H_J (2004 x 126) has cond ~1e4: the old cut-off
+    eps32 x max(n, k) x s_max = 2.4e-4 s_max dropped real directions; the cut now follows the
+    columns' measured error, and the answer matches the float64 closed form."""
+    hess, J, g, A = _float32_softmax_regression(constant_features=0)
+    s = torch.linalg.svdvals(A)
+    assert 5e3 < float(s[0] / s[-1]) < 5e4  # the case is as ill-conditioned as intended
+    true_rank = int(torch.linalg.matrix_rank(A))
+    res = influence("gif", hess, J, g, SolverOptions(solver="exact"))
+    ref = torch.linalg.lstsq(A, -g.double().unsqueeze(1)).solution.squeeze(1)
+    assert res.stats.rank == true_rank == J.size and not res.stats.warnings
+    assert float((res.delta.double() - ref).norm() / ref.norm()) < EXACT_CLOSED_FORM_RTOL
+
+
+def test_exact_returns_the_minimum_norm_answer_of_a_rank_deficient_system():
+    """Nine constant features make their weight columns multiples of the bias column (three of
+    them are in J: the true rank is |J| - 3, counted by the float64 closed form, not assumed);
+    exact returns the minimum-norm least-squares answer with a warning."""
+    hess, J, g, A = _float32_softmax_regression(constant_features=9)
+    true_rank = int(torch.linalg.matrix_rank(A))
+    assert true_rank == J.size - 3
+    res = influence("gif", hess, J, g, SolverOptions(solver="exact"))
+    ref = torch.linalg.pinv(A, rtol=1e-10) @ -g.double()
+    assert res.stats.rank == true_rank and res.stats.warnings
+    assert float((res.delta.double() - ref).norm() / ref.norm()) < EXACT_CLOSED_FORM_RTOL
