@@ -22,6 +22,7 @@ import time
 from common import log, runtime, task_named
 
 from gifcli.core.args import UnlearnArgs
+from gifcli.methods.influence import hessian_data
 from gifcli.core.run import run
 from gifcli.core.steps import dead_share, target_gradient
 from gifcli.io.files import provenance, write_json
@@ -60,7 +61,7 @@ def main() -> None:
             result = run(task, loaded.model, data, uargs, rt, loaded.context())
             seconds = time.perf_counter() - t
             infl = result.outcome.influence
-            pool = task.hessian_pool(data, uargs.hessian_data)
+            pool = hessian_data(task, data, uargs)
             g = target_gradient(loaded.model, task.target(data), len(pool), rt)
             row = {"task": spec, **{k: v for k, v in overrides.items()}, "scale": result.scale,
                    "base": summary(result.base), "edited": summary(result.edited),

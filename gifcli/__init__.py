@@ -3,7 +3,7 @@
 The Python API (see gifcli/api.py and docs/python-api.md): ``select``, ``influence``,
 ``apply``, ``evaluate`` and ``unlearn``; ``load_checkpoint`` rebuilds a gif checkpoint's model.
 """
-__version__ = "0.2.0"
+from ._version import __version__
 
 
 def load_checkpoint(path, device="cpu"):

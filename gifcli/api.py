@@ -2,8 +2,10 @@
 
 Data is a ``DataLoader`` (its dataset is read with its batch size), a map-style ``Dataset`` of
 ``(x, y)`` pairs, or a pair of tensors ``(x, y)``. The loss is cross-entropy unless you pass a
-sum-reduced ``loss(outputs, targets)``. Every function leaves ``model`` untouched and returns
-values (dataclasses); nothing prints.
+sum-reduced ``loss(outputs, targets)``. Every function leaves ``model`` untouched (not moved, not
+switched to eval mode, not edited: it works on a copy) and returns values (dataclasses); nothing
+prints. The keyword arguments of a method are its own arguments' fields (``gif.unlearn(...,
+method="ssd", alphas=(1, 10))``; ``gif.method_arguments("ssd")`` lists them with their help).
 
     import gifcli as gif
 
@@ -17,6 +19,8 @@ values (dataclasses); nothing prints.
 """
 from __future__ import annotations
 
+import copy
+
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -24,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .core.args import Runtime, UnlearnArgs
+from .core.methods import METHODS
 from .core.run import UnlearnResult, run
 from .core.steps import InfluenceRun, edited_copy, influence as _influence, select as _select
 from .core.tasks import ClassRemoval, GivenForget, SplitData
@@ -62,17 +67,28 @@ def _runtime(device: Union[str, torch.device], batch_size: Optional[int], loss: 
     return Runtime(torch.device(device), int(size), 0, loss=loss or cross_entropy_sum)
 
 
-def select(model: nn.Module, forget: DataLike, *, criterion: str = UnlearnArgs.criterion,
-           ratio: float = UnlearnArgs.ratio, seed: int = 0, threshold: Optional[float] = None,
-           output_score: str = UnlearnArgs.output_score,
-           train_size: Optional[int] = None, loss: Optional[SumLoss] = None, device: str = "cpu",
-           batch_size: Optional[int] = None) -> Selection:
-    """The parameters J to edit, chosen on the forget samples (``Selection.J``)."""
+def method_arguments(method: str = "gif") -> dict[str, tuple[Any, str]]:
+    """A method's keyword arguments: ``{name: (default, help)}`` (from its own arguments dataclass)."""
+    import dataclasses
+
+    return {f.name: (f.default, f.metadata.get("help", "")) for f in dataclasses.fields(METHODS.get(method).Args)}
+
+
+def _copy(model: nn.Module, device: Union[str, torch.device]) -> nn.Module:
+    """The caller's model is never changed: every call works on a copy (on ``device``, in eval mode)."""
+    return set_eval(copy.deepcopy(model).to(torch.device(device)))
+
+
+def select(model: nn.Module, forget: DataLike, *, seed: int = 0, train_size: Optional[int] = None,
+           loss: Optional[SumLoss] = None, device: str = "cpu", batch_size: Optional[int] = None,
+           **options: Any) -> Selection:
+    """The parameters J to edit, chosen on the forget samples (``Selection.J``). ``options``: gif's
+    selection arguments (criterion, ratio, threshold, output_score; see ``method_arguments("gif")``)."""
     split, bs = as_split(forget)
     rt = _runtime(device, batch_size, loss, bs)
-    args = UnlearnArgs(criterion=criterion, ratio=ratio, seed=seed, threshold=threshold, output_score=output_score)
+    args = UnlearnArgs("gif", seed=seed, **options)
     task = GivenForget(split)
-    return _select(set_eval(model.to(rt.device)), task.target(None), args, rt, train_size or len(split))
+    return _select(_copy(model, rt.device), task.target(None), args, rt, train_size or len(split))
 
 
 def influence(model: nn.Module, forget: DataLike, train: DataLike, *, J: Union[Selection, IndexSet, None] = None,
@@ -89,7 +105,7 @@ def influence(model: nn.Module, forget: DataLike, train: DataLike, *, J: Union[S
     rt = _runtime(device, batch_size, loss, fb, tb)
     args = UnlearnArgs(method=method, **options)
     index_set = J.J if isinstance(J, Selection) else J
-    return _influence(model, index_set, GivenForget(f).target(None), t, args, rt, weight_decay)
+    return _influence(_copy(model, rt.device), index_set, GivenForget(f).target(None), t, args, rt, weight_decay)
 
 
 def apply(model: nn.Module, influence_run: InfluenceRun, scale: float) -> nn.Module:
@@ -101,7 +117,7 @@ def evaluate(model: nn.Module, data: DataLike, *, loss: Optional[SumLoss] = None
              batch_size: Optional[int] = None) -> Metrics:
     """Mean loss and accuracy of ``model`` on ``data``."""
     split, bs = as_split(data)
-    return _evaluate(set_eval(model.to(torch.device(device))), split, _runtime(device, batch_size, loss, bs))
+    return _evaluate(_copy(model, device), split, _runtime(device, batch_size, loss, bs))
 
 
 def unlearn(model: nn.Module, forget: Optional[DataLike] = None, train: Optional[DataLike] = None, *,
@@ -109,22 +125,31 @@ def unlearn(model: nn.Module, forget: Optional[DataLike] = None, train: Optional
             forget_label: Optional[int] = None, scale: Union[str, float, Sequence[float]] = "auto",
             scale_criterion: Optional[str] = None, loss: Optional[SumLoss] = None, device: str = "cpu",
             batch_size: Optional[int] = None, num_classes: Optional[int] = None, **options: Any) -> UnlearnResult:
-    """One call: select J, compute the influence, choose or take the scale, apply; returns the result.
+    """One call: the method's edit (for gif: select J, compute the influence, choose or take the
+    scale, apply); returns the result.
 
     Either ``forget`` (the samples to forget; ``train`` is then the retained training data) or
     ``forget_label`` (a class; ``train`` is all training data). ``scale="auto"`` chooses the scale
-    on ``validation`` by ``scale_criterion`` (privacy or repair for samples, f1 for a class).
-    ``options`` are UnlearnArgs fields (method, criterion, ratio, solver, hessian_samples, ...).
+    on ``validation`` by ``scale_criterion`` (privacy or repair for samples, f1 for a class); a
+    method without a scale chooses its own hyper-parameters there. ``options``: ``method``,
+    ``seed`` and the method's own arguments (``method_arguments(method)``).
     """
     if train is None:
         raise UsageError("pass the training data: train=...")
     t, tb = as_split(train)
     v = as_split(validation)[0] if validation is not None else None
     te = as_split(test)[0] if test is not None else None
+    method = options.pop("method", "gif")
+    has_scale = "scales" in METHODS.get(method).Args.field_names()
     scales = None if scale == "auto" else tuple([float(scale)] if isinstance(scale, (int, float)) else scale)
-    if scales is None and v is None:
-        raise UsageError("scale='auto' chooses the scale on validation data: pass validation=... or a scale")
-    args = UnlearnArgs(scales=scales, scale_criterion=scale_criterion, **options)
+    if v is None and (scales is None or not has_scale):
+        raise UsageError("the edit is chosen on validation data: pass validation=..." +
+                         (" or a scale" if has_scale else ""))
+    if scales is not None and not has_scale:
+        raise UsageError(f"method {method!r} has no scale")
+    if has_scale:
+        options["scales"] = scales
+    args = UnlearnArgs(method, scale_criterion=scale_criterion, **options)
     if (forget is None) == (forget_label is None):
         raise UsageError("pass exactly one of forget=... and forget_label=...")
     if forget_label is not None:
@@ -140,4 +165,4 @@ def unlearn(model: nn.Module, forget: Optional[DataLike] = None, train: Optional
     return run(task, model, data, args, rt, report=te is not None)
 
 
-__all__ = ["apply", "as_split", "evaluate", "influence", "select", "unlearn"]
+__all__ = ["apply", "as_split", "evaluate", "influence", "method_arguments", "select", "unlearn"]

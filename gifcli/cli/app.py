@@ -93,10 +93,21 @@ def _fail_line(message: str) -> None:
     err.print(Text.assemble(("error: ", "red"), one_line(message)), soft_wrap=True)
 
 
-def _rank() -> int:
-    from .. import dist
+def torch_deterministic() -> tuple[bool, Optional[str]]:
+    import torch
 
-    return dist.current().rank
+    return torch.are_deterministic_algorithms_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+
+
+def restore_deterministic(state: tuple[bool, Optional[str]]) -> None:
+    import torch
+
+    enabled, workspace = state
+    torch.use_deterministic_algorithms(enabled)
+    if workspace is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
 
 
 def handled(fn: Callable) -> Callable:
@@ -108,6 +119,8 @@ def handled(fn: Callable) -> Callable:
         from ..io import files
 
         files.reset_written()
+        # --deterministic switches torch's deterministic mode for this command only
+        deterministic = torch_deterministic()
         try:
             return fn(*args, **kwargs)
         except GifError as exc:
@@ -131,7 +144,10 @@ def handled(fn: Callable) -> Callable:
             _exit(f"{type(exc).__name__}: {text[0] if text else ''} (set GIF_DEBUG=1 for a traceback)", 1)
         finally:
             dist.shutdown()
+            restore_deterministic(deterministic)
 
+    if hasattr(fn, "_gif_outer"):  # generated options: this wrapper carries their signature too
+        fn._gif_outer.append(wrapper)
     return wrapper
 
 
@@ -208,76 +224,173 @@ def _parse_size(text: str) -> float:
         raise UsageError(f"--memory-budget must be a size such as 2e9, 512MiB or 8G, got {text!r}") from None
 
 
-_CLI_TYPES: dict[str, tuple[Any, str]] = {
-    # field -> (CLI type, option name)
-    "method": (str, "--method"), "criterion": (str, "--criterion"), "ratio": (float, "--ratio"),
-    "threshold": (Optional[float], "--threshold"), "output_score": (str, "--output-score"), "seed": (int, "--seed"),
-    "solver": (str, "--solver"), "tol": (float, "--tol"), "max_iter": (int, "--max-iter"),
-    "damping": (float, "--damping"), "weight_decay": (str, "--weight-decay"), "recurrence": (str, "--recurrence"),
-    "hvp_mode": (str, "--hvp-mode"), "memory_budget": (Optional[str], "--memory-budget"),
-    "hessian_samples": (int, "--hessian-samples"), "hessian_data": (str, "--hessian-data"),
-    "scales": (str, "--scale"), "scale_criterion": (Optional[str], "--scale-criterion"),
-}
-SELECT_OPTIONS = ("criterion", "ratio", "seed", "threshold", "output_score")
-SOLVE_OPTIONS = ("method", "solver", "tol", "max_iter", "damping", "weight_decay", "recurrence", "hvp_mode",
-                 "memory_budget", "hessian_samples", "hessian_data", "seed")
-ALL_OPTIONS = tuple(dict.fromkeys(("method",) + SELECT_OPTIONS + SOLVE_OPTIONS + ("scales", "scale_criterion")))
+# ---------------------------------------------------------------------------------------------
+# the unlearning options, generated from the common fields and every registered method's Args
+ALL = "all"  # with_options(ALL): the common fields and every method's fields
+SELECT_FIELDS = ("criterion", "ratio", "threshold", "output_score", "seed")
+SOLVE_FIELDS = ("method", "solver", "tol", "max_iter", "damping", "weight_decay", "recurrence", "hvp_mode",
+                "memory_budget", "hessian_samples", "hessian_data", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """One generated CLI option: the field it sets, for which methods, how its text is parsed."""
+
+    dest: str  # the Python parameter name
+    flag: str  # --name
+    field: str  # the dataclass field
+    methods: tuple[str, ...]  # () for a common field
+    cli_type: Any
+    parse: Callable[[Any], Any]
+    help: str
+    default: Any  # the CLI default: None means "the method's own default"
+
+
+def _csv(kind: type) -> Callable[[str], Optional[tuple]]:
+    def parse(text: str) -> Optional[tuple]:
+        if text.strip() == "auto":
+            return None
+        try:
+            return tuple(kind(t) for t in text.split(",") if t.strip())
+        except ValueError:
+            raise UsageError(f"expected a comma-separated list of numbers, got {text!r}") from None
+    return parse
+
+
+def _number_or_word(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _cli_form(name: str, hint: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """The CLI type of a field's type hint and how the option's value becomes the field's."""
+    import typing
+
+    if name == "memory_budget":
+        return Optional[str], lambda v: _parse_size(v)
+    if name == "scales":
+        from ..core.steps import parse_scales
+
+        return str, lambda v: (None if (sc := parse_scales(v)) is None else tuple(sc))
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is tuple or (args and typing.get_origin(args[0]) is tuple):
+        inner = typing.get_args(hint if origin is tuple else args[0])
+        return str, _csv(int if inner and inner[0] is int else float)
+    if origin is typing.Union and len(args) > 1:  # e.g. 'auto' or a number
+        return str, _number_or_word
+    base = args[0] if args else hint
+    if base in (int, float, str, bool):
+        return Optional[base], lambda v: v
+    return str, lambda v: v
+
+
+def option_specs(fields: Any = ALL) -> list[OptionSpec]:
+    """The generated options: every common field, then each registered method's Args fields (a
+    class shared by several methods gives its options once). ``fields``: ALL, or a tuple of
+    field names (then only those)."""
+    import typing
+
+    from ..core.args import COMMON, COMMON_HELP
+    from ..core.methods import METHODS
+
+    specs: list[OptionSpec] = []
+    for name in COMMON:
+        if fields is ALL or name in fields:
+            cli_type = str if name == "method" else (int if name == "seed" else Optional[str])
+            default = {"method": "gif", "seed": 0, "scale_criterion": None}[name]
+            specs.append(OptionSpec(name, f"--{name.replace('_', '-')}", name, (), cli_type, lambda v: v,
+                                    COMMON_HELP[name], default))
+    owners: dict[type, list[str]] = {}
+    for name, method in METHODS.items():
+        owners.setdefault(method.Args, []).append(name)
+    for cls, names in owners.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if fields is not ALL and f.name not in fields:
+                continue
+            cli_type, parse = _cli_form(f.name, hints[f.name])
+            dest = cls.option(f.name)[2:].replace("-", "_")
+            shown = ",".join(str(x) for x in f.default) if isinstance(f.default, tuple) else f.default
+            text = f"{f.metadata['help']} [{'/'.join(names)}; default: {'auto' if shown is None else shown}]"
+            specs.append(OptionSpec(dest, cls.option(f.name), f.name, tuple(names), cli_type, parse, text, None))
+    return specs
 
 
 def unlearn_args(values: dict[str, Any]):
-    """UnlearnArgs from CLI option values (strings parsed, defaults for what is absent)."""
-    from ..core.args import UnlearnArgs
-    from ..core.steps import parse_scales
-
-    v = dict(values)
-    if "weight_decay" in v and v["weight_decay"] != "auto":
-        try:
-            v["weight_decay"] = float(v["weight_decay"])
-        except ValueError:
-            raise UsageError(f"--weight-decay must be 'auto' or a number, got {v['weight_decay']!r}") from None
-    if v.get("memory_budget") is not None:
-        v["memory_budget"] = _parse_size(v["memory_budget"])
-    if "scales" in v:
-        scales = parse_scales(v["scales"])
-        v["scales"] = tuple(scales) if scales is not None else None
-    return UnlearnArgs(**v)
-
-
-def with_options(names: tuple[str, ...], defaults: Optional[dict] = None, helps: Optional[dict] = None):
-    """Add UnlearnArgs' options ``names`` to a command; it receives them as ``uargs: UnlearnArgs``."""
+    """UnlearnArgs from generated option values: None is 'not given' (the method's default); an
+    option of another method than the chosen one is refused."""
     from ..core.args import UnlearnArgs
 
-    fields = {f.name: f for f in dataclasses.fields(UnlearnArgs)}
-    defaults, helps = defaults or {}, helps or {}
+    specs = {s.dest: s for s in option_specs()}
+    method = values.get("method") or "gif"
+    common = {k: values[k] for k in ("seed", "scale_criterion") if values.get(k) is not None}
+    own: dict[str, Any] = {}
+    for dest, value in values.items():
+        spec = specs.get(dest)
+        if spec is None or not spec.methods or value is None:
+            continue
+        if method not in spec.methods:
+            raise UsageError(f"{spec.flag} is an option of {', '.join(spec.methods)}, not of method {method!r}")
+        own[spec.field] = spec.parse(value)
+    return UnlearnArgs(method, **common, **own)
+
+
+_GENERATED: list[tuple[Callable, Callable, Any, dict]] = []  # (wrapper, fn, fields, helps)
+
+
+def _signature(fn: Callable, fields: Any, helps: dict) -> inspect.Signature:
+    sig = inspect.signature(fn, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.name != "uargs"]
+    for spec in option_specs(fields):
+        if spec.dest in helps and helps[spec.dest] is None:  # skipped
+            continue
+        annotation = Annotated[spec.cli_type, typer.Option(spec.flag, help=helps.get(spec.dest, spec.help))]
+        params.append(inspect.Parameter(spec.dest, inspect.Parameter.KEYWORD_ONLY, default=spec.default,
+                                        annotation=annotation))
+    return sig.replace(parameters=params)
+
+
+def _refresh(*_: Any) -> None:
+    """A method registered after the commands were defined: regenerate their options (on the
+    wrapper and on every decorator around it that copied its signature)."""
+    for wrapper, fn, fields, helps in _GENERATED:
+        sig = _signature(fn, fields, helps)
+        for f in [wrapper, *wrapper._gif_outer]:  # type: ignore[attr-defined]
+            f.__signature__ = sig
+
+
+def with_options(fields: Any = ALL, helps: Optional[dict] = None, skip: tuple[str, ...] = ()):
+    """Add the generated unlearning options to a command; it receives their values as ``uargs``
+    (a dict for :func:`unlearn_args`). ``fields``: ALL (every method's) or a tuple of field names;
+    ``skip``: common fields the command replaces with its own (compare's --methods, --seeds)."""
+    from ..core.methods import METHODS
+
+    helps = {**(helps or {}), **{name: None for name in skip}}
 
     def deco(fn: Callable) -> Callable:
-        sig = inspect.signature(fn, eval_str=True)
-        params = [p for p in sig.parameters.values() if p.name != "uargs"]
-        for name in names:
-            typ, opt = _CLI_TYPES[name]
-            f = fields[name]
-            default = defaults.get(name, "auto" if name == "scales" else f.default)
-            if name == "weight_decay" and not isinstance(default, str):
-                default = f"{default:g}"
-            annotation = Annotated[typ, typer.Option(opt, help=helps.get(name, f.metadata["help"]))]
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                            annotation=annotation))
-
         @functools.wraps(fn)
         def wrapper(**kwargs):
-            values = {n: kwargs.pop(n) for n in names}
-            kwargs["uargs"] = values
+            dests = {s.dest for s in option_specs(fields)} - set(skip)
+            kwargs["uargs"] = {n: kwargs.pop(n) for n in list(kwargs) if n in dests}
             return fn(**kwargs)
 
-        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__signature__ = _signature(fn, fields, helps)  # type: ignore[attr-defined]
+        wrapper._gif_outer = []  # type: ignore[attr-defined]  (decorators applied later: see handled)
+        _GENERATED.append((wrapper, fn, fields, helps))
         return wrapper
 
+    if not getattr(with_options, "_listening", False):
+        METHODS.listen(_refresh)
+        with_options._listening = True  # type: ignore[attr-defined]
     return deco
 
 
 def version_callback(value: bool) -> None:
     if value:
-        from .. import __version__
+        from .._version import __version__
 
         say(f"gif {__version__}")
         raise typer.Exit(0)
@@ -289,24 +402,3 @@ def root(
                                           help="Print gif's version and exit.")] = False,
 ) -> None:
     """Make a trained PyTorch classifier forget data with Generalized Influence Functions (GIF)."""
-
-
-def main() -> None:
-    """The ``gif`` entry point: Typer's own usage errors (unknown option, bad value) become one line too."""
-    from . import commands, more  # noqa: F401  (register the commands)
-
-    try:
-        code = app(standalone_mode=False)
-    except Exception as exc:  # click's usage errors, duck-typed (Typer vendors its own click)
-        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            if type(exc).__name__ == "Abort":
-                _fail_line("aborted")
-                sys.exit(1)
-            raise
-        if type(exc).__name__ == "NoArgsIsHelpError":  # `gif` alone: the help was printed
-            sys.exit(exc.exit_code)
-        ctx = getattr(exc, "ctx", None)
-        where = f"{ctx.command_path}: " if ctx is not None else ""
-        _fail_line(f"{where}{exc.format_message()} (see --help)")
-        sys.exit(exc.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)

@@ -8,8 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import UsageError
-from .app import ALL_OPTIONS, SELECT_OPTIONS, SOLVE_OPTIONS, Bars, app, handled, out, say, single_process, \
-    unlearn_args, warn, with_options
+from .app import ALL, SELECT_FIELDS, SOLVE_FIELDS, Bars, app, handled, out, say, single_process, unlearn_args, \
+    warn, with_options
 
 DEFAULT_MODEL = "checkpoints/mnist_cnn.safetensors"
 
@@ -283,7 +283,7 @@ def forget_set_cmd(
 
 @app.command("select")
 @handled
-@with_options(SELECT_OPTIONS)
+@with_options(SELECT_FIELDS)
 def select_cmd(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the mask (JSON index file; - for stdout).")],
     forget_label: ForgetLabel = None,
@@ -299,6 +299,7 @@ def select_cmd(
     """Choose the target parameters J on the forget set and write them as a JSON mask."""
     from ..core.steps import select
     from ..io.files import STDIO
+    from ..methods.influence import hessian_data
     from ..pipelines.common import write_mask_file
 
     args = unlearn_args(uargs)
@@ -306,7 +307,7 @@ def select_cmd(
     loaded, data = load(model, dataset, data_dir)
     task = forget_task(data, forget_label, forget)
     target = task.target(data)
-    selection = select(loaded.model.to(rt.device), target, args, rt, len(task.hessian_pool(data, args.hessian_data)))
+    selection = select(loaded.model.to(rt.device), target, args, rt, len(hessian_data(task, data, args)))
     if rt.dist.is_main:
         write_mask_file(out_path, selection, args, target.describe, loaded)
     if str(out_path) == STDIO:
@@ -320,7 +321,7 @@ def select_cmd(
 
 @app.command("influence")
 @handled
-@with_options(SOLVE_OPTIONS, helps={"seed": "Seed that draws the Hessian sample."})
+@with_options(SOLVE_FIELDS, helps={"seed": "Seed that draws the Hessian sample."})
 def influence_cmd(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the influence vector (.safetensors).")],
     forget_label: ForgetLabel = None,
@@ -336,8 +337,8 @@ def influence_cmd(
     uargs: Any = None,
 ) -> None:
     """Compute the influence of the forget set on J (least squares H_J delta = -g) and save it."""
-    from ..core.methods import resolve_weight_decay
     from ..core.steps import influence
+    from ..methods.influence import hessian_data, resolve_weight_decay
     from ..pipelines.common import read_mask_for, write_influence_file
 
     args = unlearn_args(uargs)
@@ -353,7 +354,7 @@ def influence_cmd(
     wd = resolve_weight_decay(args, loaded.trained_weight_decay)
     with Bars() as bars:
         rt = rt_for(device, batch_size, workers, bars, deterministic)
-        run = influence(loaded.model, J, task.target(data), task.hessian_pool(data, args.hessian_data), args, rt, wd)
+        run = influence(loaded.model, J, task.target(data), hessian_data(task, data, args), args, rt, wd)
     if rt.dist.is_main:
         write_influence_file(out_path, run, loaded, mask if args.method != "if" else None)
     note = hvp_note({**(run.info.get("hessian") or {}), **run.environment})
@@ -365,16 +366,22 @@ def influence_cmd(
 
 @app.command("apply")
 @handled
+@with_options(("scales",), helps={"scale": "theta_J <- theta_J - scale * delta; scale > 0 removes the forget set "
+                                           "(required: one number, e.g. the scale remove-class chose)."})
 def apply_cmd(
     influence: Annotated[Path, typer.Option(help="Influence file from 'gif influence'.")],
-    scale: Annotated[float, typer.Option(help="theta_J <- theta_J - scale * delta; scale > 0 removes the forget set.")],
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the edited checkpoint.")],
     model: ModelOpt = Path(DEFAULT_MODEL),
+    uargs: Any = None,
 ) -> None:
     """Apply a scaled influence vector to the model's parameters J and save the edited model."""
     single_process("apply")
     from ..pipelines.common import apply_file, load_model
 
+    scales = unlearn_args(uargs).scales
+    if scales is None or len(scales) != 1:
+        raise UsageError("--scale takes one number here (the scale to apply), e.g. --scale 26.9")
+    scale = scales[0]
     meta = apply_file(load_model(model), influence, scale, out_path)
     say(f"wrote {out_path}: {meta['edit']['selected']} parameters moved, scale {scale:g}")
 
@@ -481,7 +488,7 @@ def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, devi
 
 @app.command("remove-class")
 @handled
-@with_options(ALL_OPTIONS)
+@with_options(ALL)
 def remove_class_cmd(
     label: Annotated[int, typer.Option(help="The class to forget.")],
     model: ModelOpt = Path(DEFAULT_MODEL),
@@ -505,7 +512,7 @@ def remove_class_cmd(
 
 @app.command("remove-samples")
 @handled
-@with_options(ALL_OPTIONS)
+@with_options(ALL)
 def remove_samples_cmd(
     forget: Annotated[str, typer.Option(help="The training samples to forget: a forget-set file, an index list, or -.")],
     model: ModelOpt = Path(DEFAULT_MODEL),

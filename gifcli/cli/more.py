@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import InputFileError, UsageError
-from .app import ALL_OPTIONS, Bars, app, handled, out, say, single_process, unlearn_args, with_options
+from .app import ALL, Bars, app, handled, out, say, single_process, unlearn_args, with_options
 from .commands import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Deterministic, Device, ForgetFile, ForgetLabel,
                        ModelOpt, Workers, forget_task, load, method_summary, pct, rt_for,
                        run_to_folder)
@@ -78,7 +78,7 @@ def backdoor_table(title: str, rows: dict[str, dict]) -> Table:
 
 @backdoor_app.command("recover")
 @handled
-@with_options(ALL_OPTIONS)
+@with_options(ALL)
 def backdoor_recover(
     poison: Annotated[Path, typer.Option(help="Poison file the model was trained with.")],
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the recovered checkpoint.")],
@@ -142,15 +142,16 @@ def csv(text: Optional[str], cast, name: str) -> Optional[list]:
 
 
 COMPARE_KEYS = {"model", "forget_label", "forget", "random", "poison", "retrained", "methods", "criteria", "ratios",
-                "scales", "solver", "hessian_samples", "max_iter", "tol", "seeds", "scale_criterion", "data_dir", "paper"}
+                "seeds", "data_dir", "paper"}  # compare's own keys; the unlearning options' keys are generated
 
 
 @app.command("compare")
 @handled
+@with_options(ALL, skip=("method", "seed"))
 def compare_cmd(
     out_dir: Annotated[Path, typer.Option(help="Folder for results.json, results.md, results.png and every cell's files.")],
-    config: Annotated[Optional[Path], typer.Option(help="YAML with any of the options below (configs/paper/); "
-                                                        "options given here win.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML with any of these options, by their names with _ "
+                                                        "(configs/paper/); options given here win.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help=f"Model checkpoint (default {DEFAULT_MODEL}).")] = None,
     forget_label: ForgetLabel = None,
     forget: ForgetFile = None,
@@ -160,19 +161,14 @@ def compare_cmd(
                                                         "with.")] = None,
     retrained: Annotated[Optional[Path], typer.Option(help="A model trained without the forget set (else the "
                                                            "'retrain' cells are the reference).")] = None,
-    methods: Annotated[Optional[str], typer.Option(help="Comma-separated: gif, fif, pif, if, grad, ssd, finetune, "
-                                                        "neggrad, neggrad+, retrain (default gif,fif,pif,grad).")] = None,
-    criteria: Annotated[Optional[str], typer.Option(help="Comma-separated criteria of J (default topk-outputs).")] = None,
-    ratios: Annotated[Optional[str], typer.Option(help="Comma-separated modification ratios (default 0.05,0.1,0.3,0.5).")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated registered methods (default "
+                                                        "gif,fif,pif,grad).")] = None,
+    criteria: Annotated[Optional[str], typer.Option(help="Grid: comma-separated criteria of J for the methods that "
+                                                         "select one (default topk-outputs).")] = None,
+    ratios: Annotated[Optional[str], typer.Option(help="Grid: comma-separated modification ratios for the methods "
+                                                       "that select J (default 0.05,0.1,0.3,0.5).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds: the forget-set draw (--random) and "
                                                       "each method's randomness (default 0).")] = None,
-    scales: Annotated[Optional[str], typer.Option(help="'auto' (validation sweep) or a comma-separated list to sweep.")] = None,
-    scale_criterion: Annotated[Optional[str], typer.Option(help="How every method's hyper-parameters are chosen on "
-                                                                "validation (default: the task's).")] = None,
-    solver: Annotated[Optional[str], typer.Option(help="lsmr, cg, neumann or exact (default lsmr).")] = None,
-    hessian_samples: Annotated[Optional[int], typer.Option(help="Training samples in the Hessian sample (default 1024).")] = None,
-    max_iter: Annotated[Optional[int], typer.Option(help="Maximum solver iterations (default 100).")] = None,
-    tol: Annotated[Optional[float], typer.Option(help="Relative residual to stop at (default 1e-2).")] = None,
     svc: Annotated[bool, typer.Option(help="Also run the SVC membership attacks (five features per row).")] = True,
     plot: Annotated[bool, typer.Option(help="Write results.png (needs the 'plot' extra: matplotlib).")] = True,
     deterministic: Deterministic = False,
@@ -180,59 +176,27 @@ def compare_cmd(
     batch_size: BatchSize = 512,
     workers: Workers = 0,
     data_dir: DataDir = None,
+    uargs: Any = None,
 ) -> None:
     """Unlearning methods side by side on one forget request and several seeds, against retraining."""
-    import yaml
-
-    from ..core.args import UnlearnArgs
-    from ..core.steps import parse_scales
     from ..core.tasks import BackdoorRecovery, SampleRemoval
     from ..data.forget import make_forget_set, resolve
     from ..pipelines.backdoor import check_model_poison, load_backdoor, read_poison
     from ..pipelines.common import load_model
-    from ..pipelines.compare import compare, plot as plot_results
+    from ..pipelines.compare import plot as plot_results
+    from ..pipelines.compare import compare
 
-    cfg: dict = {}
-    if config is not None:
-        try:
-            cfg = yaml.safe_load(config.read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-            raise InputFileError(f"cannot read config {config}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        if not isinstance(cfg, dict):
-            raise InputFileError(f"config {config} is not a YAML mapping")
-        unknown = set(cfg) - COMPARE_KEYS
-        if unknown:
-            raise InputFileError(f"config {config}: unknown keys {', '.join(sorted(unknown))}")
-
-    def pick(value, key, default):
-        if value is not None:
-            return value
-        v = cfg.get(key, default)
-        return ",".join(str(x) for x in v) if isinstance(v, list) else v
-
-    method_list = csv(pick(methods, "methods", "gif,fif,pif,grad"), str, "methods")
-    ratio_list = csv(pick(ratios, "ratios", "0.05,0.1,0.3,0.5"), float, "ratios")
-    criteria_list = csv(pick(criteria, "criteria", "topk-outputs"), str, "criteria")
-    seed_list = csv(pick(seeds, "seeds", "0"), int, "seeds")
-    scale_list = parse_scales(str(pick(scales, "scales", "auto")))
-    base = UnlearnArgs(solver=str(pick(solver, "solver", "lsmr")), tol=float(pick(tol, "tol", 1e-2)),
-                       max_iter=int(pick(max_iter, "max_iter", 100)),
-                       hessian_samples=int(pick(hessian_samples, "hessian_samples", 1024)),
-                       scales=tuple(scale_list) if scale_list else None,
-                       scale_criterion=pick(scale_criterion, "scale_criterion", None))
-    for c in criteria_list:  # every combination is checked before any work
-        base.replace(criterion=c)
-    for r in ratio_list:
-        base.replace(ratio=r)
-    for m in method_list:
-        base.replace(method=m)
-    label, forget_path = pick(forget_label, "forget_label", None), pick(forget, "forget", None)
-    share, poison_path = pick(random, "random", None), pick(poison, "poison", None)
-    given = [g for g in (label, forget_path, share, poison_path) if g is not None]
-    if len(given) != 1:
+    given = {"model": model, "forget_label": forget_label, "forget": forget, "random": random, "poison": poison,
+             "retrained": retrained, "methods": methods, "criteria": criteria, "ratios": ratios, "seeds": seeds,
+             "data_dir": data_dir, **uargs}
+    cfg = compare_config(config, given)
+    label, forget_path, share, poison_path = (cfg.get(k) for k in ("forget_label", "forget", "random", "poison"))
+    if len([g for g in (label, forget_path, share, poison_path) if g is not None]) != 1:
         raise UsageError("name one forget request: --forget-label, --forget, --random or --poison")
-    data_root = pick(data_dir, "data_dir", None)
-    loaded, data = load(Path(pick(model, "model", DEFAULT_MODEL)), None, data_root)
+    plan = compare_plan(cfg, svc)
+    data_root = cfg.get("data_dir")
+    loaded, data = load(Path(cfg.get("model") or DEFAULT_MODEL), None, data_root)
+    scale_criterion = cfg.get("scale_criterion")
     if poison_path is not None:
         doc = read_poison(poison_path)
         check_model_poison(loaded, doc)
@@ -243,15 +207,13 @@ def compare_cmd(
 
         def task(seed: int):  # a forget set drawn for each seed
             return SampleRemoval(resolve(make_forget_set(data, "random", fraction=share, seed=seed), data),
-                                 base.scale_criterion or "privacy")
+                                 scale_criterion or "privacy")
     else:
-        task = forget_task(data, None if label is None else int(label), forget_path,
-                           criterion=base.scale_criterion)
-    retrained_path = pick(retrained, "retrained", None)
+        task = forget_task(data, None if label is None else int(label), forget_path, criterion=scale_criterion)
+    retrained_path = cfg.get("retrained")
     with Bars() as bars:
         rt = rt_for(device, batch_size, workers, bars, deterministic)
-        result = compare(loaded, data, task, method_list, criteria_list, ratio_list, base, rt, out_dir,
-                         load_model(retrained_path) if retrained_path else None, seed_list, svc)
+        result = compare(loaded, data, task, plan, rt, out_dir, load_model(retrained_path) if retrained_path else None)
     if not rt.dist.is_main:
         return
     png = plot_results(result, out_dir / "results.png") if plot else None
@@ -260,22 +222,68 @@ def compare_cmd(
                                                         (" (no plot: install the 'plot' extra)" if plot else "")))
 
 
+def compare_config(path: Optional[Path], given: dict) -> dict:
+    """The YAML's keys (compare's own and the generated unlearning options), under the options given."""
+    import yaml
+
+    from .app import option_specs
+
+    cfg: dict = {}
+    if path is not None:
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+            raise InputFileError(f"cannot read config {path}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if not isinstance(cfg, dict):
+            raise InputFileError(f"config {path} is not a YAML mapping")
+        known = COMPARE_KEYS | {s.dest for s in option_specs()} - {"method", "seed"}
+        unknown = set(cfg) - known
+        if unknown:
+            raise InputFileError(f"config {path}: unknown keys {', '.join(sorted(unknown))}")
+        cfg = {k: (",".join(str(x) for x in v) if isinstance(v, list) else v) for k, v in cfg.items()}
+    return {**cfg, **{k: v for k, v in given.items() if v is not None}}
+
+
+def compare_plan(cfg: dict, svc: bool):
+    """The CompareConfig of a comparison: each method's arguments from the generated options, the grid."""
+    from ..core.methods import METHODS
+    from ..pipelines.compare import CompareConfig
+    from .app import option_specs
+
+    method_list = csv(cfg.get("methods") or "gif,fif,pif,grad", str, "methods")
+    specs = option_specs()
+    for spec in specs:  # an option none of the compared methods has is a mistake, not something to ignore
+        if spec.methods and cfg.get(spec.dest) is not None and not set(spec.methods) & set(method_list):
+            raise UsageError(f"{spec.flag} is an option of {', '.join(spec.methods)}, none of which is compared")
+    arguments = {}
+    for m in method_list:
+        METHODS.get(m)
+        values = {s.dest: cfg.get(s.dest) for s in specs if m in s.methods}
+        arguments[m] = unlearn_args({"method": m, "scale_criterion": cfg.get("scale_criterion"), **values})
+    plan = CompareConfig(tuple(method_list), arguments,
+                         tuple(csv(cfg.get("criteria") or "topk-outputs", str, "criteria")),
+                         tuple(csv(cfg.get("ratios") or "0.05,0.1,0.3,0.5", float, "ratios")),
+                         tuple(csv(cfg.get("seeds") if cfg.get("seeds") is not None else "0", int, "seeds")), svc)
+    plan.cells()  # every combination is checked before any work
+    return plan
+
+
 @app.command("spectrum")
 @handled
+@with_options(("hessian_samples", "hvp_mode", "seed"), helps={"seed": "Seed of the Hessian sample and the start "
+                                                                      "vector."})
 def spectrum_cmd(
     model: ModelOpt = Path(DEFAULT_MODEL),
-    samples: Annotated[int, typer.Option(help="Training samples in the Hessian sample.")] = 1024,
     top: Annotated[int, typer.Option(help="How many eigenvalues of largest magnitude to report.")] = 100,
     steps: Annotated[Optional[int], typer.Option(help="Lanczos steps (default 2 x --top).")] = None,
     l2: Annotated[str, typer.Option(help="Comma-separated L2 weights lambda: eigenvalues of H + lambda I.")] = "0",
-    seed: Annotated[int, typer.Option(help="Seed of the Hessian sample and the start vector.")] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the eigenvalues as JSON (- for stdout).")] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG (needs matplotlib).")] = None,
-    hvp_mode: Annotated[str, typer.Option(help="retain, recompute or auto (see gif influence --help).")] = "auto",
     dataset: DatasetOpt = None,
     device: Device = "auto",
     workers: Workers = 0,
     data_dir: DataDir = None,
+    uargs: Any = None,
 ) -> None:
     """Top Hessian eigenvalues by Lanczos (same HVPs) and the share of negative ones per L2 weight (Figure 3)."""
     from ..io.files import STDIO, write_json
@@ -284,10 +292,11 @@ def spectrum_cmd(
     if str(json_path) == STDIO:
         out.to_stderr()
     lams = csv(l2, float, "l2")
+    args = unlearn_args(uargs)  # the Hessian sample as gif's influence draws it
     loaded, data = load(model, dataset, data_dir)
     with Bars() as bars:
         rt = rt_for(device, 512, workers, bars)
-        result = spectrum(loaded, data, samples, top, steps, lams, seed, rt, hvp_mode)
+        result = spectrum(loaded, data, args.hessian_samples, top, steps, lams, args.seed, rt, args.hvp_mode)
     if not rt.dist.is_main:
         return
     table = Table(title=f"Hessian spectrum: top {top} by magnitude, {result['lanczos_steps']} Lanczos steps, "

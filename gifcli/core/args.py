@@ -1,142 +1,115 @@
-"""The arguments of an unlearning run: one frozen dataclass, validated once, with help per field.
+"""The arguments of an unlearning run, and the runtime it computes on.
 
-The CLI builds it from options (their help text is these fields' ``help``), ``gif compare``
-from YAML, the Python API from keyword arguments. ``Runtime`` says where and how to compute
-(device, batch size, DataLoader workers, the distributed group, the loss, progress).
+``UnlearnArgs`` is what every method shares (its name, the seed, how its hyper-parameters are
+chosen on validation) plus the method's own arguments (``options``, the method's frozen ``Args``
+dataclass). It is built from flat keywords, ``UnlearnArgs(method="ssd", alphas=(1, 10))``, so the
+CLI, ``gif compare``'s YAML and the Python API all speak the fields' own names; it records itself
+flat (``as_dict``), so an edit's recorded arguments read the same for every method.
+
+``Runtime`` says where and how to compute: device, batch size, DataLoader workers, the
+distributed group, the loss, progress. What of it can change a result (the loss, the batch size
+of the walks that train) is recorded with every run (``Runtime.record``).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, Optional, Union
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
 
 import torch
 
 from ..dist import SINGLE, Dist
 from ..errors import UsageError
 from ..math.hvp import SumLoss, cross_entropy_sum
-from ..math.influence import SolverOptions
-from ..math.selection import CRITERIA, OUTPUT_SCORES
-from ..math.solvers import SOLVERS
+from .methods import METHODS, MethodArgs
 
-HVP_MODES = ("auto", "retain", "recompute", "forward")
-HESSIAN_DATA = ("remaining", "all")
-RECURRENCES = ("float64", "model")
+COMMON = ("method", "seed", "scale_criterion")
+COMMON_HELP = {
+    "method": "unlearning method (gif, fif, pif, if, grad, ssd, finetune, ...; see docs/methods.md)",
+    "seed": "seed of every random choice the method makes (selection, Hessian sample, batches)",
+    "scale_criterion": "how the method's scale or hyper-parameters are chosen on validation: f1, privacy, repair, "
+                       "backdoor (default: the task's; see docs/methods.md)",
+}
 
 # (stage, done, total or None, info): the CLI turns these into progress bars
 ProgressFn = Callable[[str, int, Optional[int], str], None]
 
 
-def _help(text: str, default: Any = None, **kw) -> Any:
-    if "default_factory" in kw:
-        return field(metadata={"help": text}, **kw)
-    return field(default=default, metadata={"help": text})
-
-
-@dataclass(frozen=True)
 class UnlearnArgs:
-    """Everything that decides an unlearning run's result (recorded with what it writes)."""
+    """Everything that decides an unlearning run's result (recorded with what it writes).
 
-    method: str = _help("unlearning method (gif, fif, pif, if, grad, ...; see docs/methods.md)", "gif")
-    criterion: str = _help(f"how J is chosen: {', '.join(CRITERIA)}", "topk-outputs")
-    ratio: float = _help("share of each layer's parameters in J, in (0, 1]", 0.1)
-    threshold: Optional[float] = _help("threshold criterion: score a unit must exceed (default: the layer's mean)")
-    output_score: str = _help("topk-outputs/threshold score: 'abs' (mean |output|, the paper's) or 'positive' "
-                              "(mean max(output, 0), what a following ReLU passes on)", "abs")
-    seed: int = _help("seed of the random/threshold selection and of the Hessian sample", 0)
-    solver: str = _help(f"linear solver: {', '.join(SOLVERS)}", "lsmr")
-    tol: float = _help("stop at this relative residual of the normal equations", 1e-2)
-    max_iter: int = _help("maximum solver iterations (each costs two Hessian-vector products)", 100)
-    damping: float = _help("lambda of min ||A x - b||^2 + lambda ||x||^2 (regularises the solve)", 0.0)
-    weight_decay: Union[str, float] = _help("add the training objective's weight decay to H: 'auto' (from the "
-                                            "checkpoint's training config), a number, or 0", 0.0)
-    recurrence: str = _help("precision of the solver's own vectors: float64 or model (the model's dtype)",
-                            "float64")
-    hvp_mode: str = _help("retain (keep first-order graphs), recompute (constant memory), forward, or auto "
-                          "(retain when the graphs fit --memory-budget)", "auto")
-    memory_budget: Optional[float] = _help("what the kept graphs may use with hvp-mode auto, e.g. 2GiB "
-                                           "(default: half the free device memory)")
-    hessian_samples: int = _help("training samples in the Hessian sample", 1024)
-    hessian_data: str = _help("the data the Hessian is of: 'all' (what the model was trained on: the influence "
-                              "function's derivative at eps = 0) or 'remaining' (minus the forget set, eq. 9 with "
-                              "eps = -1)", "all")
-    scales: Optional[tuple[float, ...]] = _help("the scale: 'auto' (a grid 2^-10..2^11, chosen on validation), "
-                                                "a number, or a comma-separated list to choose from")
-    scale_criterion: Optional[str] = _help("how the scale is chosen on validation: f1, privacy, repair, backdoor "
-                                           "(default: the task's; see docs/methods.md)")
+    Immutable; compares and hashes by its recorded form. The method's own fields are read as
+    attributes (``args.ratio`` on a gif run) and live in ``args.options``.
+    """
 
-    def __post_init__(self) -> None:
-        if self.criterion not in CRITERIA:
-            raise UsageError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
-        if not (isinstance(self.ratio, (int, float)) and 0.0 < self.ratio <= 1.0):
-            raise UsageError(f"ratio must be in (0, 1], got {self.ratio}")
-        if self.output_score not in OUTPUT_SCORES:
-            raise UsageError(f"unknown output score {self.output_score!r}; choose from {', '.join(OUTPUT_SCORES)}")
-        if self.solver not in SOLVERS:
-            raise UsageError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
-        if not (math.isfinite(self.tol) and self.tol > 0):
-            raise UsageError(f"--tol must be a positive number, got {self.tol}")
-        if self.max_iter <= 0:
-            raise UsageError(f"--max-iter must be positive, got {self.max_iter}")
-        if not (math.isfinite(self.damping) and self.damping >= 0):
-            raise UsageError(f"--damping must be a finite number >= 0, got {self.damping}")
-        if self.weight_decay != "auto":
-            try:
-                wd = float(self.weight_decay)
-            except (TypeError, ValueError):
-                raise UsageError(f"--weight-decay must be 'auto' or a number, got {self.weight_decay!r}") from None
-            if not (math.isfinite(wd) and wd >= 0):
-                raise UsageError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
-            object.__setattr__(self, "weight_decay", wd)
-        if self.recurrence not in RECURRENCES:
-            raise UsageError(f"--recurrence must be one of {', '.join(RECURRENCES)}, got {self.recurrence!r}")
-        if self.hvp_mode not in HVP_MODES:
-            raise UsageError(f"unknown --hvp-mode {self.hvp_mode!r}; choose from {', '.join(HVP_MODES)}")
-        if self.memory_budget is not None and not (math.isfinite(self.memory_budget) and self.memory_budget > 0):
-            raise UsageError(f"--memory-budget must be a positive number of bytes, got {self.memory_budget}")
-        if self.hessian_samples <= 0:
-            raise UsageError(f"--hessian-samples must be positive, got {self.hessian_samples}")
-        if self.hessian_data not in HESSIAN_DATA:
-            raise UsageError(f"--hessian-data must be one of {', '.join(HESSIAN_DATA)}, got {self.hessian_data!r}")
-        if self.scales is not None:
-            if not self.scales or not all(math.isfinite(s) for s in self.scales):
-                raise UsageError("scales must be finite numbers")
-            object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-        from .methods import METHODS  # the registry is filled by importing core.methods
+    __slots__ = ("method", "seed", "scale_criterion", "options")
 
-        METHODS.get(self.method)
+    def __init__(self, method: str = "gif", seed: int = 0, scale_criterion: Optional[str] = None,
+                 options: Optional[MethodArgs] = None, **fields: Any) -> None:
+        if not isinstance(method, str):
+            raise UsageError(f"method must be a name, got {method!r}")
+        cls = METHODS.get(method).Args
+        if options is not None and fields:
+            raise UsageError("give the method's arguments either as options=... or as keywords, not both")
+        if options is None:
+            from .methods import method_args
 
-    def solver_options(self) -> SolverOptions:
-        return SolverOptions(solver=self.solver, tol=self.tol, max_iter=self.max_iter, damping=self.damping,
-                             recurrence_dtype=torch.float64 if self.recurrence == "float64" else None)
+            options = method_args(method, fields)
+        elif type(options) is not cls:
+            raise UsageError(f"method {method!r} takes {cls.__name__}, not {type(options).__name__}")
+        try:
+            seed = int(seed)
+        except (TypeError, ValueError):
+            raise UsageError(f"--seed must be an integer, got {seed!r}") from None
+        for name, value in (("method", method), ("seed", seed), ("scale_criterion", scale_criterion),
+                            ("options", options)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("UnlearnArgs is immutable: use .replace(...)")
+
+    def __getattr__(self, name: str) -> Any:  # the method's own fields
+        options = object.__getattribute__(self, "options")
+        try:
+            return getattr(options, name)
+        except AttributeError:
+            raise AttributeError(f"method {object.__getattribute__(self, 'method')!r} has no argument {name!r}") \
+                from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnlearnArgs) and self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.as_dict().items())))
+
+    def __repr__(self) -> str:
+        return "UnlearnArgs(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+
+    def has(self, name: str) -> bool:
+        return name in COMMON or name in type(self.options).field_names()
 
     def replace(self, **changes: Any) -> "UnlearnArgs":
-        return replace(self, **changes)
+        """A copy with ``changes``; a new method keeps the fields it shares with the old one."""
+        method = changes.pop("method", self.method)
+        common = {k: changes.pop(k, getattr(self, k)) for k in ("seed", "scale_criterion")}
+        if method == self.method:
+            return UnlearnArgs(method, options=replace(self.options, **changes) if changes else self.options,
+                               **common)
+        keep = {k: v for k, v in self.options.as_dict().items() if k in METHODS.get(method).Args.field_names()}
+        return UnlearnArgs(method, **common, **{**keep, **changes})
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["scales"] = list(self.scales) if self.scales is not None else None
-        return d
+        return {"method": self.method, "seed": self.seed, "scale_criterion": self.scale_criterion,
+                **self.options.as_dict()}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "UnlearnArgs":
-        known = {f.name for f in fields(UnlearnArgs)}
-        unknown = set(d) - known
-        if unknown:
-            raise UsageError(f"unknown unlearning arguments: {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if d.get("scales") is not None:
-            d["scales"] = tuple(d["scales"])
-        return UnlearnArgs(**d)
-
-    @staticmethod
-    def help(name: str) -> str:
-        return next(f.metadata["help"] for f in fields(UnlearnArgs) if f.name == name)
+        return UnlearnArgs(**dict(d))
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how to compute; none of it changes a result (beyond rounding)."""
+    """Where and how to compute. The device, workers, distributed group and progress do not change
+    a result (beyond rounding); the loss and the batch size can, and :meth:`record` says them."""
 
     device: torch.device = torch.device("cpu")
     batch_size: int = 512
@@ -158,3 +131,10 @@ class Runtime:
 
     def with_progress(self, progress: Optional[ProgressFn]) -> "Runtime":
         return replace(self, progress=progress)
+
+    def record(self) -> dict[str, Any]:
+        """What of the runtime can change a result: recorded beside the arguments."""
+        loss = getattr(self.loss, "__qualname__", None) or type(self.loss).__name__
+        module = getattr(self.loss, "__module__", "")
+        return {"loss": f"{module}.{loss}" if module else loss, "batch_size": self.batch_size,
+                "ranks": self.dist.world, "deterministic": self.deterministic}

@@ -1,28 +1,85 @@
-"""Unlearning methods, registered by name; each one edits a model for a task and says how.
+"""The method seam: what an unlearning method is, and the one registry that knows their names.
 
-A method takes the trained model, the task, the data, the arguments and the runtime, and
-returns a :class:`MethodOutcome`: the edited model, the hyper-parameters it chose on the
-validation split (by the task's criterion, never on the test set), every setting it tried, and
-its wall time, search included. The influence methods (``gif``, ``fif``, ``pif``, ``if``) and the
-first-order ``grad`` step share select -> influence -> scale sweep; other methods plug in the
-same way (``METHODS.register("mine", MyMethod())``).
+A method is one registered object (one file under ``gifcli/methods/``, or a user's own file):
+
+* ``Args``: its own frozen dataclass of arguments (a subclass of :class:`MethodArgs`), every field
+  with a ``help`` and a default. The CLI options, the YAML keys of ``gif compare`` and the Python
+  API's keyword arguments are generated from these fields; nothing restates them by hand.
+* ``unlearn(model, task, data, args, rt, ctx) -> MethodOutcome``: the edit, with the
+  hyper-parameters it chose on the validation split and every setting it tried.
+* ``files(outcome, ...)``: the artifacts it writes beside the edited checkpoint (each saves itself),
+  and ``verify(...)``: what ``gif verify`` can check or re-derive of an edit it made.
+
+Methods register with ``METHODS.register(name, method)``. The built-in ones live in the
+``gifcli.methods`` package, which the registry loads the first time a name is looked up: nothing
+else has to import them for their names to be known.
 """
 from __future__ import annotations
 
-import time
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from torch import nn
 
-from ..data.datasets import Data
-from ..math.selection import Selection
 from ..errors import UsageError
 from ..registry import Registry
-from .args import Runtime, UnlearnArgs
-from .steps import DEFAULT_SCALES, InfluenceRun, edited_copy, influence, select, sweep_scales
-from .tasks import Task
+
+if TYPE_CHECKING:  # type hints only: the method seam imports nothing of the machinery it serves
+    from ..data.datasets import Data
+    from .args import Runtime, UnlearnArgs
+    from .tasks import Task
+
+
+def arg(help: str, default: Any = None, flag: Optional[str] = None, **kw: Any) -> Any:
+    """A method argument: its help text (shown by --help, docs and errors), its default, and the
+    name of its CLI option when that is not the field's own (``scales`` is ``--scale``)."""
+    metadata = {"help": help, **({"flag": flag} if flag else {})}
+    if "default_factory" in kw:
+        return field(metadata=metadata, **kw)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class MethodArgs:
+    """A method's own arguments (subclass it with frozen dataclass fields made by :func:`arg`).
+
+    ``cli_prefix`` names the CLI options (``--{prefix}-{field}``; no prefix: ``--{field}``), so two
+    methods may use the same field name; ``validate`` refuses bad values with a UsageError.
+    """
+
+    cli_prefix: ClassVar[str] = ""
+
+    def validate(self) -> None:
+        """Refuse a bad value with one line (a UsageError); called on construction."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):  # YAML and JSON give lists; a frozen record keeps tuples
+                object.__setattr__(self, f.name, tuple(v))
+        self.validate()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
+
+    @classmethod
+    def option(cls, name: str) -> str:
+        """The CLI option of field ``name``."""
+        meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+        flag = meta.get("flag", name).replace("_", "-")
+        return f"--{cls.cli_prefix}-{flag}" if cls.cli_prefix else f"--{flag}"
 
 
 @dataclass
@@ -36,61 +93,79 @@ class ModelContext:
 
 @dataclass
 class MethodOutcome:
+    """An edit and how it was chosen. ``artifacts`` are the method's own results (an index set, an
+    influence run, ...) that its ``files`` write; nothing outside the method reads inside them."""
+
     edited: nn.Module
     hyper: dict  # what was chosen, e.g. {"scale": 14.7}
     search: list[dict] = field(default_factory=list)  # every setting tried, with its validation score
-    selection: Optional[Selection] = None
-    influence: Optional[InfluenceRun] = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    summary: dict = field(default_factory=dict)  # what the CLI shows beside the table (e.g. the solver line)
+
+    # the influence methods' artifacts, by name (kept as properties for the callers that show them)
+    @property
+    def selection(self):
+        return self.artifacts.get("selection")
+
+    @property
+    def influence(self):
+        return self.artifacts.get("influence")
+
+
+@dataclass
+class Verified:
+    """What ``gif verify`` established about one edit (``checked``) and could not (``unchecked``)."""
+
+    checked: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
 
 
 class Method(ABC):
     """An unlearning method (see the module docstring)."""
 
     name: str = ""
-    needs_hessian: bool = False
+    Args: ClassVar[type[MethodArgs]] = MethodArgs
 
     @abstractmethod
-    def unlearn(self, model: nn.Module, task: Task, data: Data, args: UnlearnArgs, rt: Runtime,
+    def unlearn(self, model: nn.Module, task: "Task", data: "Data", args: "UnlearnArgs", rt: "Runtime",
                 ctx: ModelContext) -> MethodOutcome: ...
 
+    def check(self, args: "UnlearnArgs", ctx: ModelContext) -> None:
+        """Refuse, before any work, what cannot run on this model (a UsageError)."""
 
-METHODS: Registry[Method] = Registry("method")
+    def files(self, outcome: MethodOutcome, folder: Path, loaded: Any, task: "Task", args: "UnlearnArgs"
+              ) -> tuple[dict[str, Path], dict]:
+        """Write the method's own artifacts into ``folder``: ``({name: path}, what the edited
+        checkpoint records of them)``. Methods without artifacts write nothing."""
+        return {}, {}
 
-
-class InfluenceMethod(Method):
-    """gif / fif / pif / if / grad: select J, compute delta, choose the scale on validation, apply."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.needs_hessian = name != "grad"
-
-    def unlearn(self, model: nn.Module, task: Task, data: Data, args: UnlearnArgs, rt: Runtime,
-                ctx: ModelContext) -> MethodOutcome:
-        start = time.perf_counter()
-        weight_decay = resolve_weight_decay(args, ctx.weight_decay)
-        target = task.target(data)
-        pool = task.hessian_pool(data, args.hessian_data)
-        rt.report("select", 0, None, f"{args.criterion} {args.ratio:g}")
-        selection = None if self.name == "if" else select(model, target, args, rt, len(pool))
-        run = influence(model, None if selection is None else selection.J, target, pool, args.replace(method=self.name),
-                        rt, weight_decay)
-        if args.scales is not None and len(args.scales) == 1:  # a given scale: nothing to choose
-            scale, rows = args.scales[0], []
-        else:
-            scorer = task.scorer(args.scale_criterion, data, model, rt)
-            scale, rows = sweep_scales(model, run.J, run.delta, args.scales or DEFAULT_SCALES, scorer, rt)
-        edited = edited_copy(model, run.J, run.delta, scale)
-        return MethodOutcome(edited, {"scale": scale}, rows, selection, run, time.perf_counter() - start)
+    def verify(self, base: Any, edited: Any, edit: dict, folder: Path, given: dict[str, Optional[Path]]
+               ) -> Verified:
+        """What can be checked of an edit this method made. The default: nothing beyond the
+        hashes ``gif verify`` checks itself; the weights are re-derived only by running it again."""
+        return Verified(unchecked=[f"re-deriving the edited weights: method {self.name!r} stores no edit vector, "
+                                   "so its edit is re-derived only by running it again"])
 
 
-def resolve_weight_decay(args: UnlearnArgs, trained: Optional[float]) -> float:
-    if args.weight_decay == "auto":
-        if trained is None:
-            raise UsageError("--weight-decay auto: the model records no training weight decay; pass a number")
-        return float(trained)
-    return float(args.weight_decay)
+def _load_builtins() -> None:
+    import importlib
+
+    importlib.import_module("gifcli.methods")  # its modules register the built-in methods
 
 
-for _name in ("gif", "fif", "pif", "if", "grad"):
-    METHODS.register(_name, InfluenceMethod(_name))
+METHODS: Registry[Method] = Registry("method", load=_load_builtins)
+
+
+def method_args(method: str, values: Optional[dict] = None) -> MethodArgs:
+    """The method's own arguments from a mapping of its field names (unknown names refused)."""
+    cls = METHODS.get(method).Args
+    values = dict(values or {})
+    unknown = set(values) - set(cls.field_names())
+    if unknown:
+        raise UsageError(f"method {method!r} has no argument {', '.join(sorted(unknown))} "
+                         f"(its arguments: {', '.join(cls.field_names()) or 'none'})")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise UsageError(f"bad arguments for method {method!r}: {exc}") from None

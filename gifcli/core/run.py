@@ -5,16 +5,18 @@ cell) and the Python API's ``unlearn`` call this; none of them holds a second co
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 from torch import nn
 
 from ..data.datasets import Data
 from ..models.specs import set_eval
 from .args import Runtime, UnlearnArgs
-from .methods import METHODS, MethodOutcome, ModelContext, resolve_weight_decay
+from .methods import METHODS, MethodOutcome, ModelContext
 from .tasks import Task
 
 
@@ -47,13 +49,17 @@ def run(task: Task, model: nn.Module, data: Data, args: UnlearnArgs, rt: Runtime
     ctx = ctx or ModelContext()
     method = METHODS.get(args.method)
     task.criterion(args.scale_criterion)  # a criterion that does not fit the task fails before any work
-    resolve_weight_decay(args, ctx.weight_decay)  # so does --weight-decay auto on a model that records none
-    model = set_eval(model.to(rt.device))
-    outcome = method.unlearn(model, task, data, args, rt, ctx)
-    result = UnlearnResult(task.describe(), args.method, args.as_dict(), outcome)
-    if report:
-        rt.report("evaluate", 0, None, "test set")
-        result.base = task.report(model, data, rt)
-        result.edited = task.report(outcome.edited, data, rt)
+    method.check(args, ctx)  # what a method refuses before any work (e.g. --weight-decay auto, no record)
+    # the caller's model is never changed: the method works on a copy in eval mode on rt's device;
+    # nor is the caller's random state (DataLoaders draw their base seed from it)
+    with torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else []):
+        model = set_eval(copy.deepcopy(model).to(rt.device))
+        outcome = method.unlearn(model, task, data, args, rt, ctx)
+        result = UnlearnResult(task.describe(), args.method, args.as_dict(), outcome)
+        result.extras["runtime"] = rt.record()
+        if report:
+            rt.report("evaluate", 0, None, "test set")
+            result.base = task.report(model, data, rt)
+            result.edited = task.report(outcome.edited, data, rt)
     result.seconds = time.perf_counter() - start
     return result

@@ -4,8 +4,11 @@ A task gives the unlearning core four things:
 
 * ``target(data)``: the forget samples with the labels the model was trained with (and, for a
   relabelling, the labels it should have learnt): ``g`` is the gradient of their loss;
-* ``hessian_pool(data, which)``: the training data whose mean loss H is the Hessian of:
-  ``remaining`` (the training data minus the forget set: eq. 9 with eps = -1) or ``all``;
+* ``training(data)``, ``remaining(data)``, ``retain(data)``: the training data as the model saw
+  it, without the forget set, and what a retrained model is trained on (a method chooses among
+  them: GIF's Hessian is of ``training`` or ``remaining``, fine-tuning walks ``retain``);
+* ``membership_sets``, ``forget_probe``, ``test_parts``, ``extra_metrics``: the splits and metrics
+  its reports are made of, so that no caller needs to know which kind of task it holds;
 * ``scorer(criterion, ...)``: how a candidate edit is scored on the validation split (never on
   the test set) to choose a scale or another hyper-parameter;
 * ``report(model, ...)``: the metrics of a finished model on the test data.
@@ -83,7 +86,12 @@ class Task(ABC):
     def target(self, data: Data) -> Target: ...
 
     @abstractmethod
-    def hessian_pool(self, data: Data, which: str) -> Split: ...
+    def training(self, data: Data) -> Split:
+        """The training data as the model was trained on it (the forget set included)."""
+
+    @abstractmethod
+    def remaining(self, data: Data) -> Split:
+        """The training data without the forget set."""
 
     @abstractmethod
     def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict: ...
@@ -92,12 +100,31 @@ class Task(ABC):
     def describe(self) -> dict: ...
 
     def retain(self, data: Data) -> Split:
-        """The training data that remains after forgetting (what a retrained model is trained on)."""
-        return self.hessian_pool(data, "remaining")
+        """What a model retrained without the forget set is trained on (the remaining data, unless
+        the task relabels: then the forget set with its true labels too)."""
+        return self.remaining(data)
 
     def validation(self, data: Data) -> Split:
         """The held-out images hyper-parameters are chosen on."""
         return data.validation
+
+    gap_kind: ClassVar[str] = "samples"  # which gaps compare a model with a retrained one (GAP_KEYS)
+
+    def membership_sets(self, data: Data) -> Optional[tuple[Split, Split, dict[str, Split]]]:
+        """(members, non-members, probes) of the membership attack a report runs, or None."""
+        return None
+
+    def forget_probe(self, data: Data) -> Split:
+        """Where a model and a retrained one are compared on the forgotten data (agreement, KL)."""
+        return self.target(data).split
+
+    def test_parts(self, data: Data) -> tuple[Split, dict[str, Split]]:
+        """The test split a report calls ``test``, and other named test splits it reports too."""
+        return data.test_split, {}
+
+    def extra_metrics(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
+        """Metrics only this kind of task has (added to every report)."""
+        return {}
 
     def criterion(self, name: Optional[str]) -> str:
         name = name or self.default_criterion
@@ -129,13 +156,31 @@ class ClassRemoval(Task):
             raise GifError(f"the training split has no sample of label {self.label}")
         return Target(split, {**self.describe(), "count": len(split)})
 
-    def hessian_pool(self, data: Data, which: str) -> Split:
+    def training(self, data: Data) -> Split:
+        self._check(data)
+        return data.fit
+
+    def remaining(self, data: Data) -> Split:
         self._check(data)
         fit = data.fit
-        return fit if which == "all" else fit.where(fit.labels != self.label)
+        return fit.where(fit.labels != self.label)
 
     def split_by_label(self, split: Split) -> tuple[Split, Split]:
         return split.where(split.labels == self.label), split.where(split.labels != self.label)
+
+    gap_kind = "label"
+
+    def membership_sets(self, data: Data):
+        fit = data.fit
+        _, others = self.split_by_label(data.test_split)
+        return fit.where(fit.labels != self.label), others, {"forget": fit.where(fit.labels == self.label)}
+
+    def forget_probe(self, data: Data) -> Split:
+        return self.split_by_label(data.test_split)[0]
+
+    def test_parts(self, data: Data):
+        forget_test, others = self.split_by_label(data.test_split)
+        return others, {"forget_test": forget_test}
 
     def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
         forget, others = self.split_by_label(data.test_split)
@@ -165,9 +210,11 @@ class SampleRemoval(Task):
         split = fit.where(self._mask(data))
         return Target(split, {**self.describe(), "count": len(split)})
 
-    def hessian_pool(self, data: Data, which: str) -> Split:
-        fit = data.fit
-        return fit if which == "all" else fit.where(~self._mask(data))
+    def training(self, data: Data) -> Split:
+        return data.fit
+
+    def remaining(self, data: Data) -> Split:
+        return data.fit.where(~self._mask(data))
 
     def retain_sample(self, data: Data) -> Split:
         return self.retain(data).sample(RETAIN_SAMPLE, seed=0)
@@ -177,6 +224,9 @@ class SampleRemoval(Task):
         (wrongly labelled, harmful, or private), so they never score a candidate edit."""
         val = data.validation
         return val.where(~torch.isin(val.indices, self.forget.in_validation))
+
+    def membership_sets(self, data: Data):
+        return self.retain(data), data.test_split, {"forget": self.target(data).split, "held_out": data.validation}
 
     def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
         return {"forget": evaluate(model, self.target(data).split, rt, "forget").as_dict(),
@@ -201,9 +251,11 @@ class BackdoorRecovery(Task):
         true = self.bd.poisoned_fit(true_labels=True)
         return Target(wrong, {**self.describe(), "count": len(wrong)}, true.labels)
 
-    def hessian_pool(self, data: Data, which: str) -> Split:
-        # remaining: the clean images; all: every training image as the backdoored model saw it
-        return self.bd.fit(true_labels=False) if which == "all" else self.bd.clean_fit()
+    def training(self, data: Data) -> Split:
+        return self.bd.fit(true_labels=False)  # every training image as the backdoored model saw it
+
+    def remaining(self, data: Data) -> Split:
+        return self.bd.clean_fit()
 
     def retain(self, data: Data) -> Split:
         return self.bd.fit(true_labels=True)  # retraining relabels the poisoned images correctly
@@ -224,6 +276,11 @@ class BackdoorRecovery(Task):
 
     def describe(self) -> dict:
         return {"kind": "relabel", "poison_sha256": self.bd.doc["indices_sha256"], "target_label": self.bd.target_label}
+
+    def extra_metrics(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
+        full = self.report(model, data, rt)
+        return {"attack_success_rate": full["attack_success_rate"],
+                "bd_data_true_label_accuracy": full["bd_data_true_label_accuracy"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,11 +384,12 @@ class GivenForget(Task):
     def target(self, data) -> Target:
         return Target(self.forget, {**self.describe(), "count": len(self.forget)})
 
-    def hessian_pool(self, data, which: str) -> Split:
-        if which == "all":  # the retained data, then the forget samples: what the model was trained on
-            from ..data.datasets import concat
+    def training(self, data) -> Split:
+        from ..data.datasets import concat
 
-            return concat(data.fit, self.forget)
+        return concat(data.fit, self.forget)  # the retained data, then the forget samples
+
+    def remaining(self, data) -> Split:
         return data.fit
 
     def report(self, model: nn.Module, data, rt: Runtime) -> dict:

@@ -29,7 +29,7 @@ MAX_JSON_BYTES = 256 << 20
 
 
 def gif_version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 

@@ -165,34 +165,78 @@ def _solve_exact(problem: _Problem, options: SolverOptions, like: torch.Tensor) 
     return x.to(like.device, like.dtype), stats
 
 
+# ---------------------------------------------------------------------------------------------
+# the solver registry: a solver is one function (problem, options, like, progress) -> (x, stats)
+SolverFn = Callable[[_Problem, SolverOptions, torch.Tensor, Progress], tuple[torch.Tensor, SolveStats]]
+SOLVER_FUNCTIONS: dict[str, SolverFn] = {}
+
+
+def register_solver(name: str) -> Callable[[SolverFn], SolverFn]:
+    """``@register_solver("mine")`` on ``solve(problem, options, like, progress) -> (x, SolveStats)``:
+    ``--solver mine`` then solves min ||A x - b|| (``problem.apply``/``apply_t``/``b``/``n_cols``)."""
+    def add(fn: SolverFn) -> SolverFn:
+        if name in SOLVER_FUNCTIONS:
+            raise ValueError(f"solver {name!r} is registered already")
+        SOLVER_FUNCTIONS[name] = fn
+        if name not in SOLVERS:
+            SOLVERS.append(name)
+        return fn
+    return add
+
+
+def _normal_system(problem: _Problem, options: SolverOptions):
+    """The square system CG and Neumann solve: the normal equations, or H itself (``direct``)."""
+    if options.system == "direct":
+        if not problem.symmetric:
+            raise SolverArgumentError("gif's H_J is not square: it is solved as least squares (normal equations)")
+        return problem.apply, problem.b
+    return (lambda v: problem.apply_t(problem.apply(v))), problem.apply_t(problem.b)  # A^T A v: two HVPs
+
+
+@register_solver("lsmr")
+def _lsmr(problem: _Problem, options: SolverOptions, like: torch.Tensor, progress: Progress):
+    return lsmr(problem.apply, problem.apply_t, problem.b, problem.n_cols, options.tol, options.max_iter,
+                options.damping, progress, options.recurrence_dtype)
+
+
+@register_solver("cg")
+def _cg(problem: _Problem, options: SolverOptions, like: torch.Tensor, progress: Progress):
+    op, rhs = _normal_system(problem, options)
+    return cg(op, rhs, options.tol, options.max_iter, options.damping, progress, options.recurrence_dtype)
+
+
+@register_solver("neumann")
+def _neumann(problem: _Problem, options: SolverOptions, like: torch.Tensor, progress: Progress):
+    op, rhs = _normal_system(problem, options)
+    damped = (lambda v: op(v) + options.damping * v) if options.damping else op  # noqa: E731
+    return neumann(damped, rhs, options.tol, options.max_iter, options.power_iters, progress=progress,
+                   recurrence_dtype=options.recurrence_dtype)
+
+
+register_solver("exact")(lambda problem, options, like, progress: _solve_exact(problem, options, like))
+
+
+def _load_solver_modules() -> None:
+    """Every ``gifcli/math/solver_*.py`` registers its solver: a new solver is one such file."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+        if info.name.startswith("solver_"):
+            importlib.import_module(f"{__package__}.{info.name}")
+
+
 def solve_problem(
     problem: _Problem, options: SolverOptions, like: torch.Tensor, progress: Progress = None
 ) -> tuple[torch.Tensor, SolveStats]:
-    if options.solver not in SOLVERS:
-        raise SolverArgumentError(f"unknown solver {options.solver!r}; choose from {', '.join(SOLVERS)}")
+    if options.solver not in SOLVER_FUNCTIONS:
+        raise SolverArgumentError(f"unknown solver {options.solver!r}; choose from {', '.join(SOLVER_FUNCTIONS)}")
     if options.system not in SYSTEMS:
         raise SolverArgumentError(f"unknown system {options.system!r}; choose from {', '.join(SYSTEMS)}")
     if not (options.damping >= 0 and math.isfinite(options.damping)):
         raise SolverArgumentError(f"damping must be a finite number >= 0, got {options.damping}")
-    rdt = options.recurrence_dtype
-    if options.solver == "exact":
-        return _solve_exact(problem, options, like)
-    if options.solver == "lsmr":
-        return lsmr(problem.apply, problem.apply_t, problem.b, problem.n_cols, options.tol, options.max_iter,
-                    options.damping, progress, rdt)
-    if options.system == "direct":
-        if not problem.symmetric:
-            raise SolverArgumentError("gif's H_J is not square: it is solved as least squares (normal equations)")
-        op, rhs = problem.apply, problem.b
-    else:
-        op = lambda v: problem.apply_t(problem.apply(v))  # noqa: E731  A^T A v: two HVPs
-        rhs = problem.apply_t(problem.b)
-    if options.solver == "cg":
-        return cg(op, rhs, options.tol, options.max_iter, options.damping, progress, rdt)
-    damped = (lambda v: op(v) + options.damping * v) if options.damping else op  # noqa: E731
-    x, stats = neumann(damped, rhs, options.tol, options.max_iter, options.power_iters, progress=progress,
-                       recurrence_dtype=rdt)
-    return x, stats
+    return SOLVER_FUNCTIONS[options.solver](problem, options, like, progress)
 
 
 def influence(
@@ -222,3 +266,6 @@ def influence(
 def apply_update(theta_J: torch.Tensor, delta: torch.Tensor, scale: float) -> torch.Tensor:
     """theta_J - scale * delta: scale > 0 removes the forget data (module docstring)."""
     return theta_J - scale * delta.to(theta_J.dtype)
+
+
+_load_solver_modules()

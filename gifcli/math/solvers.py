@@ -33,7 +33,7 @@ import torch
 Operator = Callable[[torch.Tensor], torch.Tensor]
 Progress = Optional[Callable[[int, int, float], None]]  # (iteration, max_iter, relative residual)
 
-SOLVERS = ("lsmr", "cg", "neumann", "exact")
+SOLVERS: list[str] = []  # the solvers' names, filled by influence.register_solver (lsmr, cg, neumann, exact, ...)
 
 
 # Fong & Saunders' conlim (SciPy's default). Their atol and btol are the relative accuracy of A's

@@ -33,8 +33,16 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 
 def train_model(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device,
                 progress: TrainProgress = None, workers: int = 0) -> TrainResult:
-    """Train ``model`` in place on ``split`` with ``cfg``'s SGD recipe (seeded: same seed, same weights)."""
-    torch.manual_seed(cfg.seed)
+    """Train ``model`` in place on ``split`` with ``cfg``'s SGD recipe (seeded: same seed, same
+    weights). Random layers draw from torch's generator seeded with ``cfg.seed`` inside a forked
+    random state: the caller's is left as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        return _train(model, split, cfg, device, progress, workers)
+
+
+def _train(model: nn.Module, split: Split, cfg: TrainConfig, device: torch.device, progress: TrainProgress,
+           workers: int) -> TrainResult:
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = _scheduler(opt, cfg)

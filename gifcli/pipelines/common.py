@@ -174,21 +174,30 @@ def write_influence_file(path: str | Path, run: InfluenceRun, loaded: Loaded, ma
     return write_influence(path, run.delta, run.J, meta)
 
 
-def edited_meta(loaded: Loaded, influence_path: Optional[str | Path], imeta: dict, J: IndexSet, hyper: dict,
-                method: str) -> dict:
+def influence_links(influence_path: Optional[str | Path], imeta: dict, J: Optional[IndexSet]) -> dict:
+    """What an edited checkpoint records of the influence file it was made from (all None without one)."""
+    return {
+        "influence": None if influence_path is None else str(influence_path),
+        "influence_abs": None if influence_path is None else str(Path(influence_path).resolve()),
+        "influence_sha256": input_sha256(influence_path),
+        "index_sha256": index_sha256(J) if J is not None else None, "mask_sha256": imeta.get("mask_sha256"),
+        "target": imeta.get("target"), "selected": J.size if J is not None else None,
+    }
+
+
+def edited_meta(loaded: Loaded, links: dict, hyper: dict, method: str, args: Optional[dict] = None,
+                runtime: Optional[dict] = None) -> dict:
+    """An edited checkpoint's metadata: its base, the method, what it chose (``hyper``), the
+    arguments it ran with and the runtime facts that can change a result, and the method's links
+    to its own files."""
     meta = {k: loaded.meta[k] for k in ("arch", "arch_kwargs", "arch_code", "dataset", "num_classes",
                                         "input_shape", "hidden", "train_config", "train_samples")
             if k in loaded.meta}
     meta.update({
         "edit": {
             "base_model": loaded.path, "base_model_abs": str(Path(loaded.path).resolve()),
-            "base_model_sha256": loaded.sha,
-            "influence": None if influence_path is None else str(influence_path),
-            "influence_abs": None if influence_path is None else str(Path(influence_path).resolve()),
-            "influence_sha256": input_sha256(influence_path),
-            "index_sha256": index_sha256(J) if J is not None else None, "mask_sha256": imeta.get("mask_sha256"),
-            "method": method, "target": imeta.get("target"), **hyper, "hyper_keys": sorted(hyper),
-            "selected": J.size if J is not None else None,
+            "base_model_sha256": loaded.sha, **influence_links(None, {}, None), **links,
+            "method": method, **hyper, "hyper_keys": sorted(hyper), "args": args, "runtime": runtime,
         },
         "provenance": provenance(kind="apply"),
     })
@@ -201,13 +210,13 @@ def apply_file(loaded: Loaded, influence_path: str | Path, scale: float, out: st
 
     delta, J, imeta = read_influence(influence_path, space_of(loaded.model), loaded.sha)
     edited = edited_copy(loaded.model, J, delta, scale)
-    return save_checkpoint(out, edited.cpu(), edited_meta(loaded, influence_path, imeta, J, {"scale": scale},
-                                                          imeta.get("method", "gif")))
+    return save_checkpoint(out, edited.cpu(), edited_meta(loaded, influence_links(influence_path, imeta, J),
+                                                          {"scale": scale}, imeta.get("method", "gif")))
 
 
-def save_edited(out: str | Path, model: nn.Module, loaded: Loaded, influence_path: Optional[str | Path],
-                imeta: dict, J: Optional[IndexSet], hyper: dict, method: str) -> dict:
-    return save_checkpoint(out, set_eval(model).cpu(), edited_meta(loaded, influence_path, imeta, J, hyper, method))
+def save_edited(out: str | Path, model: nn.Module, loaded: Loaded, links: dict, hyper: dict, method: str,
+                args: Optional[dict] = None, runtime: Optional[dict] = None) -> dict:
+    return save_checkpoint(out, set_eval(model).cpu(), edited_meta(loaded, links, hyper, method, args, runtime))
 
 
 __all__ = ["Loaded", "SINGLE", "apply_file", "check_label", "load_data_for", "load_model", "read_mask_for",

@@ -13,11 +13,11 @@ backdoor) and, against the retrained model of the same seed (the ``retrain`` cel
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from ..core.args import Runtime, UnlearnArgs
-from ..core.methods import METHODS, InfluenceMethod
 from ..core.metrics import avg_gap
 from ..core.tasks import Task
 from ..data.datasets import Data
@@ -28,32 +28,47 @@ from .evaluate import HARNESS_GAP_KEYS, unlearning_metrics
 from .unlearn import unlearn_to_folder
 
 
-def cells_of(methods: Sequence[str], criteria: Sequence[str], ratios: Sequence[float], seeds: Sequence[int],
-             base: UnlearnArgs) -> list[UnlearnArgs]:
-    cells = []
-    for seed in seeds:
-        for m in methods:
-            method = METHODS.get(m)
-            if isinstance(method, InfluenceMethod) and m != "if":
-                cells += [base.replace(method=m, criterion=c, ratio=r, seed=seed) for c in criteria for r in ratios]
-            elif m == "if":
-                cells.append(base.replace(method=m, criterion="all", ratio=1.0, seed=seed))
-            else:
-                cells.append(base.replace(method=m, seed=seed))
-    return cells
+@dataclass(frozen=True)
+class CompareConfig:
+    """One comparison: which methods, over which seeds, each with its own arguments.
+
+    ``arguments`` holds, per method, the UnlearnArgs of its first cell; a method that selects J
+    (its arguments have ``criterion`` and ``ratio``) is run on every criterion x ratio of the grid.
+    """
+
+    methods: tuple[str, ...]
+    arguments: dict  # method -> UnlearnArgs
+    criteria: tuple[str, ...] = ("topk-outputs",)
+    ratios: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5)
+    seeds: tuple[int, ...] = (0,)
+    svc: bool = True
+
+    def cells(self) -> list[UnlearnArgs]:
+        out = []
+        for seed in self.seeds:
+            for m in self.methods:
+                base = self.arguments[m].replace(seed=seed)
+                if m == "if":  # every parameter: no J to choose
+                    out.append(base.replace(criterion="all", ratio=1.0))
+                elif base.has("criterion") and base.has("ratio"):
+                    out += [base.replace(criterion=c, ratio=r) for c in self.criteria for r in self.ratios]
+                else:
+                    out.append(base)
+        return out
 
 
 def tag_of(args: UnlearnArgs) -> str:
-    j = isinstance(METHODS.get(args.method), InfluenceMethod)
-    return f"{args.method}-{args.criterion}-{args.ratio:g}-s{args.seed}" if j else f"{args.method}-s{args.seed}"
+    if args.has("criterion") and args.has("ratio"):
+        return f"{args.method}-{args.criterion}-{args.ratio:g}-s{args.seed}"
+    return f"{args.method}-s{args.seed}"
 
 
-def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]], methods: Sequence[str],
-            criteria: Sequence[str], ratios: Sequence[float], base_args: UnlearnArgs, rt: Runtime, out_dir: Path,
-            retrained: Optional[Loaded] = None, seeds: Sequence[int] = (0,), svc: bool = True) -> dict:
+def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]], config: CompareConfig,
+            rt: Runtime, out_dir: Path, retrained: Optional[Loaded] = None) -> dict:
     """``task`` is one forget request, or a function of the seed (a forget set drawn per seed)."""
     task_for = task if callable(task) and not isinstance(task, Task) else (lambda seed: task)
-    cells = cells_of(methods, criteria, ratios, seeds, base_args)
+    seeds, svc = config.seeds, config.svc
+    cells = config.cells()
     if not cells:
         raise UsageError("nothing to compare")
     make_folder(out_dir)
@@ -69,7 +84,8 @@ def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]]
         result, report, _ = unlearn_to_folder(loaded, data, task, args, rt, out_dir / "cells" / tag,
                                               kind="compare-cell")
         metrics = unlearning_metrics(result.model, data, task, rt, svc)
-        row = {"method": args.method, "criterion": args.criterion, "ratio": args.ratio, "seed": args.seed,
+        own = args.options.as_dict()
+        row = {"method": args.method, "criterion": own.get("criterion"), "ratio": own.get("ratio"), "seed": args.seed,
                "task": task.describe(),
                "hyper": result.outcome.hyper, "method_seconds": result.outcome.seconds,
                "selected": result.outcome.influence.J.size if result.outcome.influence else None,
@@ -87,8 +103,9 @@ def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]]
     rt.report("compare", len(cells), len(cells), "done")
     results = {"format": "gif-compare", "version": 2, "model": loaded.path, "model_sha256": loaded.sha,
                "task": task_for(seeds[0]).describe(), "label": task_for(seeds[0]).describe().get("label"),
-               "methods": list(methods),
-               "criteria": list(criteria), "ratios": list(ratios), "seeds": list(seeds), "args": base_args.as_dict(),
+               "methods": list(config.methods),
+               "criteria": list(config.criteria), "ratios": list(config.ratios), "seeds": list(seeds),
+               "args": {m: a.as_dict() for m, a in config.arguments.items()},
                "base": {str(s_): unlearning_metrics(loaded.model, data, task_for(s_), rt, svc) for s_ in seeds},
                "retrained": retrained.path if retrained else None,
                "references": {str(k): v for k, v in references.items()}, "rows": rows,

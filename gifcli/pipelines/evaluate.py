@@ -22,7 +22,7 @@ from torch import nn
 
 from ..core.args import Runtime
 from ..core.metrics import agreement, avg_gap, l2_distance, mean_kl, mia_shares
-from ..core.tasks import ClassRemoval, SampleRemoval, Task, f1_score
+from ..core.tasks import Task, f1_score
 from ..core.walk import evaluate as evaluate_split
 from ..data.datasets import Data
 from ..errors import GifError
@@ -48,17 +48,10 @@ def model_metrics(model: nn.Module, data: Data, task: Optional[Task], rt: Runtim
     if task is None:
         return {"test": evaluate_split(model, data.test_split, rt, "test").as_dict()}
     out = task.report(model, data, rt)
-    if isinstance(task, ClassRemoval):
-        if mia:
-            fit = data.fit
-            members = fit.where(fit.labels != task.label)
-            _, others = task.split_by_label(data.test_split)
-            forget_train = fit.where(fit.labels == task.label)
-            out["mia"] = mia_shares(model, members, others, {"forget": forget_train}, rt)
-        return out
-    if isinstance(task, SampleRemoval) and mia:
-        out["mia"] = mia_shares(model, task.retain(data), data.test_split,
-                                {"forget": task.target(data).split, "held_out": data.validation}, rt)
+    sets = task.membership_sets(data) if mia else None
+    if sets is not None:
+        members, nonmembers, probes = sets
+        out["mia"] = mia_shares(model, members, nonmembers, probes, rt)
     return out
 
 
@@ -69,9 +62,8 @@ def against(model: nn.Module, metrics: dict, reference: Loaded, ref_metrics: dic
            "l2_distance": l2_distance(model, reference.model),
            "train_seconds": reference.meta.get("train_seconds")}
     if retrained and task is not None:
-        kind = "label" if isinstance(task, ClassRemoval) else "samples"
-        forget = task.target(data).split if not isinstance(task, ClassRemoval) else \
-            task.split_by_label(data.test_split)[0]
+        kind = task.gap_kind
+        forget = task.forget_probe(data)
         out["gaps"] = {k: _gap(metrics, ref_metrics, k) for k in GAP_KEYS[kind]}
         out["avg_gap"] = avg_gap(metrics, ref_metrics, GAP_KEYS[kind])
         out["agreement_forget"] = agreement(model, reference.model, forget, rt)
@@ -142,24 +134,17 @@ def unlearning_metrics(model: nn.Module, data, task: Task, rt: Runtime, svc: boo
     class: the other classes' test images); the entropy and SVC membership attacks on the forget set;
     the attack success rate for a backdoor."""
     from ..core.metrics import svc_mia_shares
-    from ..core.tasks import BackdoorRecovery
     from ..core.walk import evaluate as walk
 
     forget = task.target(data).split
     retain = task.retain(data).sample(5000, seed=0)
-    test = data.test_split
-    out: dict = {}
-    if isinstance(task, ClassRemoval):
-        forget_test, test = task.split_by_label(test)
-        out["forget_test"] = walk(model, forget_test, rt, "test").as_dict()
+    test, parts = task.test_parts(data)
+    out: dict = {name: walk(model, split, rt, "test").as_dict() for name, split in parts.items()}
     out.update({"forget": walk(model, forget, rt, "forget").as_dict(),
                 "retain": walk(model, retain, rt, "retained").as_dict(),
                 "test": walk(model, test, rt, "test").as_dict()})
     out["mia"] = {"entropy": mia_shares(model, retain, test, {"forget": forget}, rt)["forget"]}
     if svc:
         out["mia"]["svc"] = svc_mia_shares(model, retain, test, {"forget": forget}, rt)["forget"]
-    if isinstance(task, BackdoorRecovery):
-        full = task.report(model, data, rt)
-        out["attack_success_rate"] = full["attack_success_rate"]
-        out["bd_data_true_label_accuracy"] = full["bd_data_true_label_accuracy"]
+    out.update(task.extra_metrics(model, data, rt))
     return out

@@ -47,8 +47,9 @@ def build(spec: ArchSpec, data: Data) -> nn.Module:
 def train_and_save(cfg: TrainConfig, spec: ArchSpec, data: Data, train: Split, test: Split, out: str | Path,
                    rt: Runtime, extra_meta: dict, progress: TrainProgress = None,
                    test_description: str = "test images") -> TrainReport:
-    torch.manual_seed(cfg.seed)
-    model = build(spec, data)
+    with torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)  # the initialisation: seeded, and the caller's random state kept
+        model = build(spec, data)
     result = train_model(model, train, cfg, rt.device, progress, rt.workers)
     t = evaluate(model, test, rt, "test")
     v = evaluate(model, data.validation, rt, "validation")

@@ -18,7 +18,7 @@ from ..core.run import UnlearnResult, run
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..io.files import make_folder, provenance, sha256_file, write_json
-from .common import Loaded, save_edited, write_influence_file, write_mask_file
+from .common import Loaded, save_edited
 
 
 def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, result: UnlearnResult,
@@ -38,7 +38,8 @@ def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, re
         choice = f"validation search ({criterion})" if outcome.search else "none"
     return {
         "format": f"gif-{kind}", "version": 1, "task": result.task, "model": loaded.path, "model_sha256": loaded.sha,
-        "dataset": data.spec.name, "method": args.method, "args": args.as_dict(), **outcome.hyper,
+        "dataset": data.spec.name, "method": args.method, "args": args.as_dict(),
+        "runtime": result.extras.get("runtime"), **outcome.hyper,
         "hyper": dict(outcome.hyper), "scale_choice" if "scale" in outcome.hyper else "hyper_choice": choice,
         "validation_sweep": outcome.search, "influence": influence,
         "base": result.base, "edited": result.edited,
@@ -64,33 +65,26 @@ def unlearn_to_folder(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs,
 
 def write_run_files(loaded: Loaded, task: Task, args: UnlearnArgs, result: UnlearnResult, folder: Path,
                     edited_out: Optional[Path], report: dict) -> dict:
-    """mask, influence, edited checkpoint, then report.json; on any failure, none of them stays."""
+    """The method's own files, the edited checkpoint, then report.json; on any failure, none stays."""
+    from ..core.methods import METHODS
+
     outcome = result.outcome
-    edited_path = edited_out or folder / "edited.safetensors"
+    edited_path = Path(edited_out or folder / "edited.safetensors")
+    before = set(folder.iterdir()) if folder.is_dir() else set()
     written: list[Path] = []
-    files: dict[str, str] = {}
     try:
         make_folder(folder)
-        mask_path = infl_path = None
-        imeta: dict = {}
-        if outcome.selection is not None:
-            mask_path = folder / "mask.json"
-            write_mask_file(mask_path, outcome.selection, args, task.describe(), loaded)
-            written.append(mask_path)
-            files["mask"] = str(mask_path)
-        if outcome.influence is not None:
-            infl_path = folder / "influence.safetensors"
-            imeta = write_influence_file(infl_path, outcome.influence, loaded, mask_path)
-            written.append(infl_path)
-            files["influence"] = str(infl_path)
-        J = outcome.influence.J if outcome.influence is not None else None
-        save_edited(edited_path, outcome.edited, loaded, infl_path, imeta, J, outcome.hyper, args.method)
-        written.append(Path(edited_path))
-        files["edited"] = str(edited_path)
+        paths, links = METHODS.get(args.method).files(outcome, folder, loaded, task, args)
+        written += list(paths.values())
+        save_edited(edited_path, outcome.edited, loaded, links, outcome.hyper, args.method, args.as_dict(),
+                    result.extras.get("runtime"))
+        written.append(edited_path)
+        files = {**{k: str(v) for k, v in paths.items()}, "edited": str(edited_path)}
         described = {k: {"path": v, "sha256": sha256_file(v)} for k, v in files.items()}
         write_json(folder / "report.json", {**report, "files": described})
         return described
     except BaseException:
         for path in written:
-            path.unlink(missing_ok=True)
+            if path not in before:
+                path.unlink(missing_ok=True)
         raise

@@ -14,6 +14,7 @@ from typing import Optional
 
 
 
+from ..core.methods import Verified
 from ..core.steps import edited_copy, space_of
 from ..errors import GifError, InputFileError
 from ..io.artifacts import read_influence
@@ -49,17 +50,16 @@ def _pick(given: Optional[Path], recorded: Optional[str], beside: Optional[Path]
 
 def verify(edited_path: Path, base: Optional[Path] = None, mask: Optional[Path] = None,
            influence: Optional[Path] = None, strict: bool = False) -> Verification:
+    """Check what can be checked of an edited checkpoint: its own weights' sha256, its base model's,
+    and whatever the recorded method can re-derive (``Method.verify``)."""
+    from ..core.methods import METHODS
+
     edited = load_model(edited_path)  # checks the edited weights against their recorded sha256
     v = Verification(str(edited_path), checked=["edited weights match their recorded sha256"])
     edit = edited.meta.get("edit")
     if not isinstance(edit, dict):
         raise ChainBroken(f"{edited_path} records no edit: it is not an edited checkpoint")
-    folder = Path(edited_path).parent
-    if edit.get("influence_sha256") is None and edit.get("scale") is None:
-        return _verify_without_vector(v, edited_path, edit, base, strict)
     base_path = _pick(base, edit.get("base_model"), None, edit.get("base_model_abs"))
-    infl_path = _pick(influence, edit.get("influence"), folder, edit.get("influence_abs"))
-    mask_path = _pick(mask, None if edit.get("mask_sha256") is None else _recorded_mask(infl_path))
     base_loaded = None
     if base_path is None:
         v.unchecked.append("the base model (pass --base)")
@@ -69,7 +69,20 @@ def verify(edited_path: Path, base: Optional[Path] = None, mask: Optional[Path] 
             raise ChainBroken(f"base model {base_path} is not the recorded one (sha256 {base_loaded.sha[:12]}... "
                               f"!= {str(edit.get('base_model_sha256'))[:12]}...)")
         v.checked.append("base model sha256")
-    imeta = None
+    method = METHODS.get(str(edit.get("method", "gif")))
+    own = method.verify(base_loaded, edited, edit, Path(edited_path).parent, {"mask": mask, "influence": influence})
+    v.checked += own.checked
+    v.unchecked += own.unchecked
+    if strict and v.unchecked:
+        raise ChainBroken(f"cannot prove the whole chain of {edited_path}: missing " + "; ".join(v.unchecked))
+    return v
+
+
+def verify_influence_edit(base_loaded, edited, edit: dict, folder: Path, given: dict) -> Verified:
+    """An influence edit: mask -> influence file -> edited = base - scale x delta over J, re-derived."""
+    v = Verified()
+    infl_path = _pick(given.get("influence"), edit.get("influence"), folder, edit.get("influence_abs"))
+    mask_path = _pick(given.get("mask"), None if edit.get("mask_sha256") is None else _recorded_mask(infl_path))
     if infl_path is None:
         v.unchecked.append("the influence file (pass --influence)")
     else:
@@ -97,7 +110,7 @@ def verify(edited_path: Path, base: Optional[Path] = None, mask: Optional[Path] 
             raise ChainBroken(f"influence file {infl_path} holds another index set than the edit recorded")
         scale = edit.get("scale")
         if not isinstance(scale, (int, float)):
-            raise ChainBroken(f"{edited_path} records no scale")
+            raise ChainBroken("the edit records no scale")
         derived = edited_copy(base_loaded.model, J, delta, float(scale))
         state = derived.state_dict()
         if sha256_tensors(state) != edited.sha:
@@ -107,28 +120,6 @@ def verify(edited_path: Path, base: Optional[Path] = None, mask: Optional[Path] 
         v.checked.append(f"edited weights = base - {scale:g} x delta over J (re-derived)")
     else:
         v.unchecked.append("re-deriving the edited weights (needs the base model and the influence file)")
-    if strict and v.unchecked:
-        raise ChainBroken(f"cannot prove the whole chain of {edited_path}: missing " + "; ".join(v.unchecked))
-    return v
-
-
-def _verify_without_vector(v: Verification, edited_path: Path, edit: dict, base: Optional[Path],
-                           strict: bool) -> Verification:
-    """An edit made by a method with no stored edit vector (ssd, finetune, ...): the base model's
-    hash is checked; the weights can only be re-derived by running the recorded method again."""
-    base_path = _pick(base, edit.get("base_model"), None, edit.get("base_model_abs"))
-    if base_path is None:
-        v.unchecked.append("the base model (pass --base)")
-    else:
-        if load_model(base_path).sha != edit.get("base_model_sha256"):
-            raise ChainBroken(f"base model {base_path} is not the recorded one")
-        v.checked.append("base model sha256")
-    method = edit.get("method", "?")
-    chosen = ", ".join(f"{k} {val}" for k, val in edit.items() if k in (edit.get("hyper_keys") or ()))
-    v.unchecked.append(f"re-deriving the edited weights: method {method!r} stores no edit vector, so its edit is "
-                       f"re-derived only by running it again{f' ({chosen})' if chosen else ''}")
-    if strict:
-        raise ChainBroken(f"cannot prove the whole chain of {edited_path}: missing " + "; ".join(v.unchecked))
     return v
 
 

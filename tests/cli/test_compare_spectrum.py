@@ -76,7 +76,7 @@ def test_compare_other_methods_over_seeds(runner, tiny_model, fake_mnist, tmp_pa
 def test_a_second_compare_into_the_same_folder_reuses_nothing(runner, tiny_model, fake_mnist, tmp_path):
     out = tmp_path / "cmp"
     common = ["compare", "--model", tiny_model, "--methods", "gif", "--ratios", "0.2", "--hessian-samples", 32,
-              "--max-iter", 3, "--scales", "1,10", "--out-dir", out, "--device", "cpu", "--data-dir", fake_mnist,
+              "--max-iter", 3, "--scale", "1,10", "--out-dir", out, "--device", "cpu", "--data-dir", fake_mnist,
               "--no-plot", "--no-svc"]
     for label in (3, 5):
         r = invoke(runner, [*common, "--forget-label", label])
@@ -89,7 +89,7 @@ def test_a_second_compare_into_the_same_folder_reuses_nothing(runner, tiny_model
 def test_compare_config_file(runner, tiny_model, fake_mnist, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"model: {tiny_model}\nforget_label: 2\nmethods: [gif]\nratios: [0.2]\nhessian_samples: 32\n"
-                   f"max_iter: 3\nscales: '1,10'\n")
+                   f"max_iter: 3\nscale: '1,10'\n")
     out = tmp_path / "cmp"
     r = invoke(runner, ["compare", "--config", cfg, "--out-dir", out, "--no-plot", "--no-svc", "--device", "cpu",
                         "--data-dir", fake_mnist])
@@ -115,14 +115,14 @@ def test_spectrum_matches_eigvalsh_on_a_tiny_model(runner, tiny_config, fake_mni
     r = invoke(runner, ["train", "--config", cfg, "--out", model_path, "--data-dir", fake_mnist, "--device", "cpu"])
     assert r.exit_code == 0, r.output
     out = tmp_path / "s.json"
-    r = invoke(runner, ["spectrum", "--model", model_path, "--samples", 64, "--top", 20, "--steps", 120,
+    r = invoke(runner, ["spectrum", "--model", model_path, "--hessian-samples", 64, "--top", 20, "--steps", 120,
                         "--l2", "0,0.01", "--json", out, "--device", "cpu", "--data-dir", fake_mnist])
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     # the dumb way: the explicit Hessian of the same sample in float64 (logreg: 7 850 parameters)
     model, _ = load_checkpoint(model_path)
     data = load_data(DatasetSpec.parse("mnist"), str(fake_mnist))
-    sample = data.fit.sample(64, seed=0)  # what `gif spectrum --samples 64 --seed 0` draws
+    sample = data.fit.sample(64, seed=0)  # what `gif spectrum --hessian-samples 64 --seed 0` draws
     model = model.double()
     hessian_batches = [(x.double(), y) for x, y in batches(sample)]
     hess = HessianSample(model, hessian_batches)

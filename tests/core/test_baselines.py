@@ -6,7 +6,10 @@ import torch
 from torch import nn
 
 from gifcli.core.args import Runtime, UnlearnArgs
-from gifcli.core.baselines import Finetune, NegGrad, _search, dampen, importances
+from gifcli.core.search import search as _search
+from gifcli.methods.finetune import Finetune
+from gifcli.methods.neggrad import NegGrad
+from gifcli.methods.ssd import dampen, importances
 from gifcli.core.methods import ModelContext
 from gifcli.core.metrics import attack_features, svc_share
 from gifcli.core.tasks import GivenForget, SplitData
@@ -57,7 +60,8 @@ def _candidates(method, model, x, y, forget_idx):
     data = SplitData(split.where(keep), split.where(keep), None, 3)
     task = GivenForget(split.where(forget_idx))
     ctx = ModelContext(0.0, {"momentum": 0.9, "weight_decay": 0.0})
-    return [(h, copy.deepcopy(m)) for h, m in method.candidates(model, task, data, UnlearnArgs(), Runtime(batch_size=8),
+    return [(h, copy.deepcopy(m)) for h, m in method.candidates(model, task, data, UnlearnArgs(method.name),
+                                                                 Runtime(batch_size=8),
                                                                  ctx)]
 
 

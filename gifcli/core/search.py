@@ -1,0 +1,109 @@
+"""What the search-based baselines share: candidates scored on validation, training steps.
+
+A search method yields ``(hyper-parameters, edited model)`` candidates from the mildest edit to
+the strongest; each is scored on the validation split by the task's criterion (the rule that
+chooses GIF's scale), the best is kept (ties: the earlier, milder one), and every setting tried
+is recorded with the size of the search. The wall time a method reports includes its search.
+Random draws (batch order) come from generators seeded by the run's seed; a model with random
+layers (dropout) draws from torch's global generator inside a forked state, so the caller's
+random state is left as it was.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+from ..data.datasets import Data, Split, batches
+from ..errors import NonFiniteError, UsageError
+from ..models.specs import set_eval
+from .args import Runtime, UnlearnArgs
+from .methods import Method, MethodOutcome, ModelContext
+from .steps import best_row, check_scored, scored
+from .tasks import Scorer, Task
+from .walk import to_model
+
+
+def search(candidates: Iterator[tuple[dict, nn.Module]], scorer: Scorer, rt: Runtime, method: str,
+           total: Optional[int]) -> tuple[nn.Module, list[dict]]:
+    """Score each (hyper-parameters, model) in turn; keep the best (ties: the earlier, milder one)."""
+    rows: list[dict] = []
+    best_model, best = None, None
+    for order, (hyper, model) in enumerate(candidates):
+        row = {"order": order, **hyper, **scored(scorer, model)}
+        rows.append(row)
+        rt.report("search", len(rows), total, f"{method} {hyper}")
+        if best is None or best_row([best, row], order="order") is row:
+            best, best_model = row, copy.deepcopy(model)
+    if best_model is None:
+        raise UsageError(f"{method}: no candidate could be tried")
+    check_scored(rows, method)
+    return set_eval(best_model), rows
+
+
+class SearchMethod(Method):
+    """A method whose candidates are edited models, scored on validation by the task's criterion."""
+
+    keys: tuple[str, ...] = ()
+
+    def candidates(self, model: nn.Module, task: Task, data: Data, args: UnlearnArgs, rt: Runtime,
+                   ctx: ModelContext) -> Iterator[tuple[dict, nn.Module]]:
+        raise NotImplementedError
+
+    def budget(self, args: UnlearnArgs) -> Optional[int]:
+        return None
+
+    def unlearn(self, model: nn.Module, task: Task, data: Data, args: UnlearnArgs, rt: Runtime,
+                ctx: ModelContext) -> MethodOutcome:
+        start = time.perf_counter()
+        scorer = task.scorer(args.scale_criterion, data, model, rt)
+        devices = [rt.device] if rt.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            edited, rows = search(self.candidates(model, task, data, args, rt, ctx), scorer, rt, self.name,
+                                  self.budget(args))
+        best = best_row(rows, order="order")
+        hyper = {k: best[k] for k in self.keys}
+        return MethodOutcome(edited, {**hyper, "search_budget": len(rows)}, rows, {}, time.perf_counter() - start)
+
+
+def optimizer(model: nn.Module, lr: float, ctx: ModelContext) -> torch.optim.Optimizer:
+    """SGD with the model's own momentum and weight decay (its recorded recipe)."""
+    cfg = ctx.train_config or {}
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=float(cfg.get("momentum", 0.9)),
+                           weight_decay=float(cfg.get("weight_decay", 0.0)))
+
+
+def cycle(split: Split, rt: Runtime, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled batches of ``split``, forever (a new seeded order each pass)."""
+    for epoch in itertools.count():
+        perm = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        yield from batches(split, rt.batch_size if rt.batch_size <= 256 else 256, rt.workers,
+                           rt.dist.shard(perm))
+
+
+def step(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, rt: Runtime) -> None:
+    """One optimiser step; with several ranks the gradients are averaged over them first."""
+    if not math.isfinite(float(loss.detach())):
+        raise NonFiniteError("the method's training loss is not finite (the learning rate is too large?)")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if rt.dist.enabled:
+        for p in model.parameters():
+            if p.grad is not None:
+                rt.dist.sum(p.grad).div_(rt.dist.world)
+    opt.step()
+
+
+def mean_loss(model: nn.Module, rt: Runtime, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    out = model(to_model(x, model))
+    return rt.loss(out, y.to(out.device)) / len(y)
+
+
+def batch_steps(n: int, rt: Runtime) -> int:
+    """Optimiser steps of one pass over ``n`` samples (batches of at most 256, over every rank)."""
+    return math.ceil(n / min(rt.batch_size, 256) / rt.dist.world)

@@ -1,0 +1,114 @@
+"""``neggrad``: gradient ascent on the forget set (searched: learning rate x passes), and
+``neggrad+`` (Kurmanji et al., 2023): descent on retained batches and ascent on forget batches,
+``beta L_retain - (1 - beta) L_forget`` (searched: learning rate x beta x passes)."""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from ..core.methods import METHODS, MethodArgs, arg
+from ..core.search import SearchMethod, batch_steps, cycle, mean_loss, optimizer, step
+from ..core.steps import check_finite_model
+from ..errors import NonFiniteError, UsageError
+from ..models.specs import set_eval
+
+
+def _positive(name: str, values) -> None:
+    if not values or not all(isinstance(v, (int, float)) and v > 0 for v in values):
+        raise UsageError(f"{name} must be positive numbers, got {values}")
+
+
+def _passes(name: str, value) -> None:
+    if not (isinstance(value, int) and value >= 1):
+        raise UsageError(f"{name} must be a whole number >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class NegGradArgs(MethodArgs):
+    cli_prefix = "neggrad"
+
+    lrs: tuple[float, ...] = arg("learning rates of the ascent to search", (1e-4, 1e-3, 1e-2))
+    passes: int = arg("passes over the forget set (every pass is a candidate)", 3)
+
+    def validate(self) -> None:
+        _positive("neggrad lrs", self.lrs)
+        _passes("neggrad passes", self.passes)
+
+
+@dataclass(frozen=True)
+class NegGradPlusArgs(MethodArgs):
+    cli_prefix = "neggrad-plus"
+
+    lrs: tuple[float, ...] = arg("learning rates to search", (1e-3, 1e-2))
+    betas: tuple[float, ...] = arg("weights beta of the retained loss to search, in (0, 1)", (0.9, 0.99))
+    passes: int = arg("passes (every pass is a candidate)", 2)
+
+    def validate(self) -> None:
+        _positive("neggrad+ lrs", self.lrs)
+        _passes("neggrad+ passes", self.passes)
+        if not self.betas or not all(isinstance(b, (int, float)) and 0 < b < 1 for b in self.betas):
+            raise UsageError(f"neggrad+ betas must be in (0, 1), got {self.betas}")
+
+
+class NegGrad(SearchMethod):
+    name = "neggrad"
+    Args = NegGradArgs
+    keys = ("lr", "passes")
+
+    def budget(self, args) -> int:
+        return len(args.lrs) * args.passes
+
+    def candidates(self, model, task, data, args, rt, ctx):
+        forget = task.target(data).split
+        steps = batch_steps(len(forget), rt)
+        for lr in args.lrs:
+            torch.manual_seed(args.seed)  # inside the search's forked random state
+            tuned = copy.deepcopy(model).train()
+            opt = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9)
+            stream = cycle(forget, rt, args.seed)
+            for passes in range(1, args.passes + 1):
+                try:
+                    for _ in range(steps):
+                        x, y = next(stream)
+                        step(tuned, opt, -mean_loss(tuned, rt, x, y), rt)  # ascent on the forget loss
+                    check_finite_model(tuned, "the ascended model")
+                except NonFiniteError:
+                    break  # diverged: stronger candidates of this learning rate are no better
+                yield {"lr": lr, "passes": passes}, set_eval(tuned)
+                tuned.train()
+
+
+class NegGradPlus(SearchMethod):
+    name = "neggrad+"
+    Args = NegGradPlusArgs
+    keys = ("lr", "beta", "passes")
+
+    def budget(self, args) -> int:
+        return len(args.lrs) * len(args.betas) * args.passes
+
+    def candidates(self, model, task, data, args, rt, ctx):
+        forget, retain = task.target(data).split, task.retain(data)
+        steps = batch_steps(len(forget), rt)
+        for lr, beta in itertools.product(args.lrs, sorted(args.betas, reverse=True)):
+            torch.manual_seed(args.seed)
+            tuned = copy.deepcopy(model).train()
+            opt = optimizer(tuned, lr, ctx)
+            f_stream, r_stream = cycle(forget, rt, args.seed), cycle(retain, rt, args.seed + 1)
+            for passes in range(1, args.passes + 1):
+                try:
+                    for _ in range(steps):
+                        (xf, yf), (xr, yr) = next(f_stream), next(r_stream)
+                        loss = beta * mean_loss(tuned, rt, xr, yr) - (1 - beta) * mean_loss(tuned, rt, xf, yf)
+                        step(tuned, opt, loss, rt)
+                    check_finite_model(tuned, "the ascended model")
+                except NonFiniteError:
+                    break
+                yield {"lr": lr, "beta": beta, "passes": passes}, set_eval(tuned)
+                tuned.train()
+
+
+METHODS.register("neggrad", NegGrad())
+METHODS.register("neggrad+", NegGradPlus())
