@@ -9,10 +9,10 @@ Settings on MNIST with the paper's CNN (every model trained with configs/harness
 * ``backdoor``: the checkerboard trigger on 30 % of the training images relabelled 4 (appendix C);
   the backdoored model forgets the relabelling (backdoor).
 
-Methods: gif, grad, pif, ssd, finetune, neggrad, retrain, and ``unedited`` (doing nothing: the
-trained model as it is, the floor every edit has to beat). Each chooses its hyper-parameters on the
-validation split by the setting's criterion. Each retrained reference is trained once per setting
-and seed, cached in ``--work``, and reused. Per row: forget, retain and test accuracy, the entropy
+Methods: gif, grad, pif, ssd, finetune, neggrad, neggrad+, rl, salun, retrain, and ``unedited``
+(doing nothing: the trained model as it is, the floor every edit has to beat). Each chooses its
+hyper-parameters on the validation split by the setting's criterion. Each retrained reference is
+trained once per setting and seed, cached in ``--work``, and reused. Per row: forget, retain and test accuracy, the entropy
 and SVC membership attacks on the forget set, attack success (backdoor), Avg. Gap to the
 retrained model of the same seed, seconds and run-time efficiency (seconds / retraining seconds).
 
@@ -45,7 +45,7 @@ from gifcli.pipelines.evaluate import HARNESS_GAP_KEYS, unlearning_metrics
 from gifcli.pipelines.train import run_train
 
 CONFIG = ROOT / "configs" / "harness" / "mnist_cnn_short.yaml"
-METHODS = ("gif", "grad", "pif", "ssd", "finetune", "neggrad", "retrain", "unedited")
+METHODS = ("gif", "grad", "pif", "ssd", "finetune", "neggrad", "neggrad+", "rl", "salun", "retrain", "unedited")
 SETTINGS = ("class8", "random10", "mislabeled", "backdoor")
 
 

@@ -98,13 +98,15 @@ def metrics_table(title: str, rows: dict[str, dict]) -> Table:
     cols = []
     if "forget" in any_row:
         cols += [("forget acc", lambda r: pct(r["forget"]["accuracy"])), ("forget loss", lambda r: num(r["forget"]["loss"]))]
+    if "forget_test" in any_row:
+        cols += [("class test acc", lambda r: pct(r["forget_test"]["accuracy"]))]
     if "retain" in any_row:
         cols += [("retain acc", lambda r: pct(r["retain"]["accuracy"]))]
     cols += [("test acc", lambda r: pct(r["test"]["accuracy"])), ("test loss", lambda r: num(r["test"]["loss"]))]
     if "f1" in any_row:
         cols += [("F1", lambda r: num(r.get("f1")))]
     if any("mia" in r for r in rows.values()):
-        cols += [("MIA forget", lambda r: pct((r.get("mia") or {}).get("forget")))]
+        cols += [("MIA forget", lambda r: pct((r.get("mia") or {}).get("entropy")))]
         if any("held_out" in (r.get("mia") or {}) for r in rows.values()):
             cols += [("MIA held-out", lambda r: pct((r.get("mia") or {}).get("held_out")))]
     for name, _ in cols:

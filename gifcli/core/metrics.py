@@ -21,6 +21,47 @@ from .args import Runtime
 from .walk import outputs
 
 MIA_SAMPLES = 5000  # members and non-members used to fit the attack (and probed samples at most)
+RETAIN_SAMPLE = 5000  # retained training samples every report measures (a fixed sample, seed 0)
+# Avg. Gap: the mean absolute difference to a retrained model over these metrics (SalUn's UA, RA,
+# TA and MIA; UA = 1 - forget accuracy has the same gap as the forget accuracy)
+GAP_KEYS = ("forget.accuracy", "retain.accuracy", "test.accuracy", "mia.entropy")
+
+
+def unlearning_metrics(model: nn.Module, data, task, rt: Runtime, mia: bool = True, svc: bool = False) -> dict:
+    """The one set of metrics every command reports (evaluate, remove-class/-samples, backdoor
+    recover, compare, audit, the API), as SalUn defines them:
+
+    * ``forget``: the forget set's training samples, with the labels the model was trained with
+      (UA = 1 - its accuracy);
+    * ``retain``: a fixed sample of the retained training data (RA);
+    * ``test``: the test data (for a class: the other classes' test images) (TA);
+    * the task's own: a class's test images (``forget_test``), F1 (eq. 14), a backdoor's attack
+      success and the poisoned images' accuracies;
+    * ``mia``: the entropy attack's membership share on the forget set (and on held-out
+      validation images), fit on retained (members) against test (non-members) samples; with
+      ``svc`` also SalUn's SVC attack on five features.
+    """
+    from .walk import evaluate as walk
+
+    forget = task.target(data).split
+    retain = task.retain(data).sample(RETAIN_SAMPLE, seed=0)
+    test, parts = task.test_parts(data)
+    out: dict = {"forget": walk(model, forget, rt, "forget").as_dict(),
+                 "retain": walk(model, retain, rt, "retained").as_dict()}
+    if test is not None:
+        out["test"] = walk(model, test, rt, "test").as_dict()
+    out.update({name: walk(model, split, rt, "test").as_dict() for name, split in parts.items()})
+    out.update(task.report(model, data, rt, out))
+    if mia and test is not None:
+        probes = {"forget": forget}
+        validation = getattr(data, "validation", None)
+        if validation is not None and len(validation):
+            probes["held_out"] = task.validation(data)
+        shares = mia_shares(model, retain, test, probes, rt)
+        out["mia"] = {"entropy": shares["forget"], "held_out": shares.get("held_out")}
+        if svc:
+            out["mia"]["svc"] = svc_mia_shares(model, retain, test, {"forget": forget}, rt)["forget"]
+    return out
 
 
 def entropies(model: nn.Module, split: Split, rt: Runtime) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ..data.datasets import Data
 from ..models.specs import set_eval
 from .args import Runtime, UnlearnArgs
 from .methods import METHODS, MethodOutcome, ModelContext
+from .metrics import unlearning_metrics
 from .tasks import Task
 
 
@@ -59,7 +60,7 @@ def run(task: Task, model: nn.Module, data: Data, args: UnlearnArgs, rt: Runtime
         result.extras["runtime"] = rt.record()
         if report:
             rt.report("evaluate", 0, None, "test set")
-            result.base = task.report(model, data, rt)
-            result.edited = task.report(outcome.edited, data, rt)
+            result.base = unlearning_metrics(model, data, task, rt, mia=False)
+            result.edited = unlearning_metrics(outcome.edited, data, task, rt, mia=False)
     result.seconds = time.perf_counter() - start
     return result

@@ -7,11 +7,10 @@ A task gives the unlearning core four things:
 * ``training(data)``, ``remaining(data)``, ``retain(data)``: the training data as the model saw
   it, without the forget set, and what a retrained model is trained on (a method chooses among
   them: GIF's Hessian is of ``training`` or ``remaining``, fine-tuning walks ``retain``);
-* ``membership_sets``, ``forget_probe``, ``test_parts``, ``extra_metrics``: the splits and metrics
-  its reports are made of, so that no caller needs to know which kind of task it holds;
+* ``forget_probe``, ``test_parts``, ``report``: the splits its reports are made
+  of and the metrics only it has, so that no caller needs to know which kind of task it holds;
 * ``scorer(criterion, ...)``: how a candidate edit is scored on the validation split (never on
   the test set) to choose a scale or another hyper-parameter;
-* ``report(model, ...)``: the metrics of a finished model on the test data.
 
 Scale criteria (``--scale-criterion``; each task has a default):
 
@@ -46,7 +45,6 @@ from ..registry import Registry
 from .args import Runtime
 from .walk import Metrics, evaluate, predictions
 
-RETAIN_SAMPLE = 5000  # retained training samples a sample-forgetting report measures (fixed seed)
 PRIVACY_ACCURACY_SLACK = 0.005  # privacy criterion: validation accuracy may fall at most 0.5 points
 
 Scorer = Callable[[nn.Module], dict]
@@ -93,8 +91,10 @@ class Task(ABC):
     def remaining(self, data: Data) -> Split:
         """The training data without the forget set."""
 
-    @abstractmethod
-    def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict: ...
+    def report(self, model: nn.Module, data: Data, rt: Runtime, measured: dict) -> dict:
+        """The metrics only this kind of task has, beside the common ones already ``measured``
+        (``gifcli.core.metrics.unlearning_metrics`` calls this and merges the result)."""
+        return {}
 
     @abstractmethod
     def describe(self) -> dict: ...
@@ -108,12 +108,6 @@ class Task(ABC):
         """The held-out images hyper-parameters are chosen on."""
         return data.validation
 
-    gap_kind: ClassVar[str] = "samples"  # which gaps compare a model with a retrained one (GAP_KEYS)
-
-    def membership_sets(self, data: Data) -> Optional[tuple[Split, Split, dict[str, Split]]]:
-        """(members, non-members, probes) of the membership attack a report runs, or None."""
-        return None
-
     def forget_probe(self, data: Data) -> Split:
         """Where a model and a retrained one are compared on the forgotten data (agreement, KL)."""
         return self.target(data).split
@@ -122,9 +116,6 @@ class Task(ABC):
         """The test split a report calls ``test``, and other named test splits it reports too."""
         return data.test_split, {}
 
-    def extra_metrics(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
-        """Metrics only this kind of task has (added to every report)."""
-        return {}
 
     def criterion(self, name: Optional[str]) -> str:
         name = name or self.default_criterion
@@ -168,13 +159,6 @@ class ClassRemoval(Task):
     def split_by_label(self, split: Split) -> tuple[Split, Split]:
         return split.where(split.labels == self.label), split.where(split.labels != self.label)
 
-    gap_kind = "label"
-
-    def membership_sets(self, data: Data):
-        fit = data.fit
-        _, others = self.split_by_label(data.test_split)
-        return fit.where(fit.labels != self.label), others, {"forget": fit.where(fit.labels == self.label)}
-
     def forget_probe(self, data: Data) -> Split:
         return self.split_by_label(data.test_split)[0]
 
@@ -182,10 +166,10 @@ class ClassRemoval(Task):
         forget_test, others = self.split_by_label(data.test_split)
         return others, {"forget_test": forget_test}
 
-    def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
-        forget, others = self.split_by_label(data.test_split)
-        f, t = evaluate(model, forget, rt, "test"), evaluate(model, others, rt, "test")
-        return {"forget": f.as_dict(), "test": t.as_dict(), "f1": f1_score(_acc(f), _acc(t))}
+    def report(self, model: nn.Module, data: Data, rt: Runtime, measured: dict) -> dict:
+        """F1 (eq. 14) of forgetting the class's test images and keeping the others'."""
+        f, t = measured["forget_test"]["accuracy"], measured["test"]["accuracy"]
+        return {"f1": f1_score(f or 0.0, t or 0.0)}
 
     def describe(self) -> dict:
         return {"kind": "label", "label": self.label}
@@ -216,22 +200,11 @@ class SampleRemoval(Task):
     def remaining(self, data: Data) -> Split:
         return data.fit.where(~self._mask(data))
 
-    def retain_sample(self, data: Data) -> Split:
-        return self.retain(data).sample(RETAIN_SAMPLE, seed=0)
-
     def validation(self, data: Data) -> Split:
         """The validation split minus the forget set's images in it: those were named as ones to forget
         (wrongly labelled, harmful, or private), so they never score a candidate edit."""
         val = data.validation
         return val.where(~torch.isin(val.indices, self.forget.in_validation))
-
-    def membership_sets(self, data: Data):
-        return self.retain(data), data.test_split, {"forget": self.target(data).split, "held_out": data.validation}
-
-    def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
-        return {"forget": evaluate(model, self.target(data).split, rt, "forget").as_dict(),
-                "retain": evaluate(model, self.retain_sample(data), rt, "retained training").as_dict(),
-                "test": evaluate(model, data.test_split, rt, "test").as_dict()}
 
     def describe(self) -> dict:
         return {**self.forget.forget.describe(), "in_training": int(self.forget.in_fit.numel()),
@@ -260,7 +233,8 @@ class BackdoorRecovery(Task):
     def retain(self, data: Data) -> Split:
         return self.bd.fit(true_labels=True)  # retraining relabels the poisoned images correctly
 
-    def report(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
+    def report(self, model: nn.Module, data: Data, rt: Runtime, measured: Optional[dict] = None) -> dict:
+        """Table 3's columns and the attack success rate (every triggered test image not of the target)."""
         target = self.bd.target_label
         bd = self.bd.bd_data()
         bd_pred = predictions(model, bd, rt)
@@ -277,10 +251,7 @@ class BackdoorRecovery(Task):
     def describe(self) -> dict:
         return {"kind": "relabel", "poison_sha256": self.bd.doc["indices_sha256"], "target_label": self.bd.target_label}
 
-    def extra_metrics(self, model: nn.Module, data: Data, rt: Runtime) -> dict:
-        full = self.report(model, data, rt)
-        return {"attack_success_rate": full["attack_success_rate"],
-                "bd_data_true_label_accuracy": full["bd_data_true_label_accuracy"]}
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,11 +363,10 @@ class GivenForget(Task):
     def remaining(self, data) -> Split:
         return data.fit
 
-    def report(self, model: nn.Module, data, rt: Runtime) -> dict:
-        out = {"forget": evaluate(model, self.forget, rt, "forget").as_dict()}
-        if getattr(data, "test", None) is not None or isinstance(data, Data):
-            out["test"] = evaluate(model, data.test_split, rt, "test").as_dict()
-        return out
+    def test_parts(self, data):
+        if isinstance(data, SplitData) and data.test is None:
+            return None, {}  # the API without test data: nothing to report on it
+        return data.test_split, {}
 
     def describe(self) -> dict:
         return {"kind": "samples", "count": len(self.forget)}

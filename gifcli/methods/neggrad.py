@@ -1,6 +1,8 @@
 """``neggrad``: gradient ascent on the forget set (searched: learning rate x passes), and
-``neggrad+`` (Kurmanji et al., 2023): descent on retained batches and ascent on forget batches,
-``beta L_retain - (1 - beta) L_forget`` (searched: learning rate x beta x passes)."""
+``neggrad+`` (Kurmanji et al., 2023): each step descends on a retained batch and ascends on a
+forget batch, ``beta L_retain - (1 - beta) L_forget``; a pass walks the retained data once while
+the forget data is cycled (as Kurmanji et al.'s code does), so a small forget set is seen many
+times a pass (searched: learning rate x beta x passes)."""
 from __future__ import annotations
 
 import copy
@@ -44,7 +46,7 @@ class NegGradPlusArgs(MethodArgs):
 
     lrs: tuple[float, ...] = arg("learning rates to search", (1e-3, 1e-2))
     betas: tuple[float, ...] = arg("weights beta of the retained loss to search, in (0, 1)", (0.9, 0.99))
-    passes: int = arg("passes (every pass is a candidate)", 2)
+    passes: int = arg("passes over the retained data, the forget data cycled (every pass is a candidate)", 1)
 
     def validate(self) -> None:
         _positive("neggrad+ lrs", self.lrs)
@@ -91,7 +93,7 @@ class NegGradPlus(SearchMethod):
 
     def candidates(self, model, task, data, args, rt, ctx):
         forget, retain = task.target(data).split, task.retain(data)
-        steps = batch_steps(len(forget), rt)
+        steps = batch_steps(len(retain), rt)  # a pass walks the retained data; the forget data cycles
         for lr, beta in itertools.product(args.lrs, sorted(args.betas, reverse=True)):
             torch.manual_seed(args.seed)
             tuned = copy.deepcopy(model).train()

@@ -1,8 +1,9 @@
 """``ssd``: Selective Synaptic Dampening (Foster et al., AAAI 2024), as its reference code computes it.
 
 Importances are the mean over mini-batches of the squared mini-batch gradient, on the training
-data (D) and on the forget set (D_f); every parameter with D_f > alpha D is multiplied by
-min(lambda D / D_f, 1). Searched on validation: alpha x lambda.
+data D (what the model was trained on: the forget set included, the poisoned images with their
+poisoned labels for a backdoor) and on the forget set D_f; every parameter with D_f > alpha D is
+multiplied by min(lambda D / D_f, 1). Searched on validation: alpha x lambda.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ class SSD(SearchMethod):
 
     def candidates(self, model, task, data, args, rt, ctx):
         model = set_eval(copy.deepcopy(model))  # importances take gradients: never on the caller's model
-        d = importances(model, data.fit, rt)  # the data the model was trained on, forget set included
+        d = importances(model, task.training(data), rt)  # SSD's D: the data the model was trained on
         df = importances(model, task.target(data).split, rt)
         # mildest first: a large alpha selects few parameters, a large lambda dampens them little
         for alpha, lam in itertools.product(sorted(args.alphas, reverse=True), sorted(args.lambdas, reverse=True)):

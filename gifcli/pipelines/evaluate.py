@@ -1,17 +1,17 @@
-"""gif evaluate: a model's metrics on the test data for a forget request, against references.
+"""gif evaluate: a model's metrics for a forget request, against references.
 
-* no forget set: loss and accuracy on every test image;
-* a class (``label``): ``forget`` = the test images of the class, ``test`` = the other test
-  images, F1 (eq. 14), and the membership-inference share on the class's training images;
-* a sample forget set: ``forget`` = those training samples, ``retain`` = a fixed sample of the
-  remaining training data, ``test`` = every test image, and the membership-inference share on
-  the forget set beside the share on held-out (validation) images.
+Every command reports the same metrics, defined once (``gifcli.core.metrics.unlearning_metrics``,
+as SalUn defines them): ``forget`` (the forget set's training samples), ``retain`` (a fixed sample
+of the retained training data), ``test`` (for a class: the other classes' test images), the
+task's own (a class's test images as ``forget_test`` and F1; a backdoor's attack success), and the
+entropy membership attack on the forget set (``mia.entropy``; ``mia.held_out`` on validation
+images). Without a forget request: loss and accuracy on every test image.
 
 With a ``baseline`` (any other model) the report adds its metrics, test-set agreement and the
 parameter distance; with ``retrained`` (a model trained without the forget set) also the gap on
-each metric, their mean ("Avg. Gap": mean absolute difference over forget, retain and test
-accuracy and the forget-set MIA share, in points of 0-1 values), the agreement with the
-retrained model on the forget set, and the mean KL(p_retrained || p_model) there.
+each metric and their mean, the Avg. Gap (``GAP_KEYS``: forget, retain and test accuracy and the
+forget-set MIA share, in points of 0-1 values; ``gif compare`` uses the same), the agreement with
+the retrained model on the forgotten data, and the mean KL(p_retrained || p_model) there.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from typing import Optional
 from torch import nn
 
 from ..core.args import Runtime
-from ..core.metrics import agreement, avg_gap, l2_distance, mean_kl, mia_shares
+from ..core.metrics import GAP_KEYS, agreement, avg_gap, l2_distance, mean_kl
+from ..core.metrics import unlearning_metrics as _unlearning_metrics
 from ..core.tasks import Task, f1_score
 from ..core.walk import evaluate as evaluate_split
 from ..data.datasets import Data
@@ -29,8 +30,7 @@ from ..errors import GifError
 from ..io.files import provenance
 from .common import Loaded
 
-GAP_KEYS = {"label": ("forget.accuracy", "test.accuracy", "mia.forget"),
-            "samples": ("forget.accuracy", "retain.accuracy", "test.accuracy", "mia.forget")}
+HARNESS_GAP_KEYS = GAP_KEYS  # one Avg. Gap everywhere (the name the benchmarks import)
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,7 @@ def model_metrics(model: nn.Module, data: Data, task: Optional[Task], rt: Runtim
     """The metrics of one model for one forget request (see the module docstring)."""
     if task is None:
         return {"test": evaluate_split(model, data.test_split, rt, "test").as_dict()}
-    out = task.report(model, data, rt)
-    sets = task.membership_sets(data) if mia else None
-    if sets is not None:
-        members, nonmembers, probes = sets
-        out["mia"] = mia_shares(model, members, nonmembers, probes, rt)
-    return out
+    return _unlearning_metrics(model, data, task, rt, mia=mia)
 
 
 def against(model: nn.Module, metrics: dict, reference: Loaded, ref_metrics: dict, data: Data,
@@ -62,10 +57,9 @@ def against(model: nn.Module, metrics: dict, reference: Loaded, ref_metrics: dic
            "l2_distance": l2_distance(model, reference.model),
            "train_seconds": reference.meta.get("train_seconds")}
     if retrained and task is not None:
-        kind = task.gap_kind
         forget = task.forget_probe(data)
-        out["gaps"] = {k: _gap(metrics, ref_metrics, k) for k in GAP_KEYS[kind]}
-        out["avg_gap"] = avg_gap(metrics, ref_metrics, GAP_KEYS[kind])
+        out["gaps"] = {k: _gap(metrics, ref_metrics, k) for k in GAP_KEYS}
+        out["avg_gap"] = avg_gap(metrics, ref_metrics, GAP_KEYS)
         out["agreement_forget"] = agreement(model, reference.model, forget, rt)
         out["kl_forget"] = mean_kl(reference.model, model, forget, rt)
     return out
@@ -122,29 +116,9 @@ def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
-__all__ = ["Thresholds", "evaluate_report", "f1_score", "model_metrics"]
-
-
-HARNESS_GAP_KEYS = ("forget.accuracy", "retain.accuracy", "test.accuracy", "mia.entropy")
+__all__ = ["GAP_KEYS", "Thresholds", "evaluate_report", "f1_score", "model_metrics", "unlearning_metrics"]
 
 
 def unlearning_metrics(model: nn.Module, data, task: Task, rt: Runtime, svc: bool = True) -> dict:
-    """The field's metrics, alike for every task: accuracy on the forget set (the training samples, with
-    the labels the model was trained with), on retained training data and on the test data (for a
-    class: the other classes' test images); the entropy and SVC membership attacks on the forget set;
-    the attack success rate for a backdoor."""
-    from ..core.metrics import svc_mia_shares
-    from ..core.walk import evaluate as walk
-
-    forget = task.target(data).split
-    retain = task.retain(data).sample(5000, seed=0)
-    test, parts = task.test_parts(data)
-    out: dict = {name: walk(model, split, rt, "test").as_dict() for name, split in parts.items()}
-    out.update({"forget": walk(model, forget, rt, "forget").as_dict(),
-                "retain": walk(model, retain, rt, "retained").as_dict(),
-                "test": walk(model, test, rt, "test").as_dict()})
-    out["mia"] = {"entropy": mia_shares(model, retain, test, {"forget": forget}, rt)["forget"]}
-    if svc:
-        out["mia"]["svc"] = svc_mia_shares(model, retain, test, {"forget": forget}, rt)["forget"]
-    out.update(task.extra_metrics(model, data, rt))
-    return out
+    """The metrics of ``gif compare`` and the harness: the one set, with SalUn's SVC attack too."""
+    return _unlearning_metrics(model, data, task, rt, mia=True, svc=svc)

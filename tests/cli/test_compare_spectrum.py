@@ -154,3 +154,24 @@ def test_spectrum_matches_eigvalsh_on_a_tiny_model(runner, tiny_config, fake_mni
     torch.testing.assert_close(shifted, top_exact + 0.01, rtol=1e-3, atol=1e-6)
     assert res["per_l2"][0]["negative_share"] == 0.0  # a convex model: no negative eigenvalue
     assert n == 7850
+
+
+def test_evaluate_and_compare_give_the_same_avg_gap(runner, tiny_model, tiny_config, fake_mnist, tmp_path):
+    """One Avg. Gap: the unedited model against a model retrained without class 3, once through
+    `gif evaluate --retrained` and once as compare's 'unedited' row."""
+    retrained = tmp_path / "no3.safetensors"
+    r = invoke(runner, ["train", "--config", tiny_config, "--exclude-label", 3, "--seed", 4, "--out", retrained,
+                        "--data-dir", fake_mnist, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    report = tmp_path / "eval.json"
+    r = invoke(runner, ["evaluate", "--model", tiny_model, "--forget-label", 3, "--retrained", retrained, "--json",
+                        report, "--device", "cpu", "--data-dir", fake_mnist])
+    assert r.exit_code == 0, r.output
+    evaluated = json.loads(report.read_text())["retrained"]["avg_gap"]
+    r = invoke(runner, ["compare", "--model", tiny_model, "--forget-label", 3, "--retrained", retrained, "--methods",
+                        "unedited", "--no-svc", "--no-plot", "--out-dir", tmp_path / "cmp", "--device", "cpu",
+                        "--data-dir", fake_mnist])
+    assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "cmp" / "results.json").read_text())["rows"][0]
+    assert row["method"] == "unedited" and evaluated > 0
+    assert row["avg_gap"] == pytest.approx(evaluated, rel=1e-12)

@@ -67,8 +67,8 @@ def test_import_evaluate_remove_class(runner, imported, user, tmp_path):
     r = invoke(runner, ["remove-class", "--label", 1, "--model", imported, "--out-dir", run, "--device", "cpu"])
     assert r.exit_code == 0, r.output
     report = json.loads((run / "report.json").read_text())
-    forgotten, others = report["edited"]["forget"]["accuracy"], report["edited"]["test"]["accuracy"]
-    assert report["edited"]["forget"]["count"] == 80  # the test images of class 'seven'
+    forgotten, others = report["edited"]["forget_test"]["accuracy"], report["edited"]["test"]["accuracy"]
+    assert report["edited"]["forget_test"]["count"] == 80  # the test images of class 'seven'
     assert forgotten < 0.05
     assert others > before["test"]["accuracy"] - 0.02  # the other classes within 2 points
     # the edited checkpoint still rebuilds the user's architecture without extra flags

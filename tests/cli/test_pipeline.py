@@ -123,12 +123,12 @@ def test_report_json(chain):
     rep = json.loads(chain["report"].read_text())
     assert rep["format"] == "gif-report" and rep["forget_request"] == {"kind": "label", "label": 3}
     assert rep["passed"] is True
-    for k in ("forget", "test"):
+    for k in ("forget", "retain", "test", "forget_test"):
         assert set(rep[k]) == {"count", "loss", "accuracy"}
-    assert rep["forget"]["count"] + rep["test"]["count"] == 200
-    a, b = 1 - rep["forget"]["accuracy"], rep["test"]["accuracy"]
+    assert rep["forget_test"]["count"] + rep["test"]["count"] == 200  # the class's test images and the others'
+    a, b = 1 - rep["forget_test"]["accuracy"], rep["test"]["accuracy"]
     assert rep["f1"] == pytest.approx(2 * a * b / (a + b))  # eq. 14
-    assert "baseline" in rep and 0.0 <= rep["mia"]["forget"] <= 1.0
+    assert "baseline" in rep and 0.0 <= rep["mia"]["entropy"] <= 1.0
 
 
 def test_evaluate_thresholds_gate(runner, chain, fake_mnist, tmp_path):
@@ -158,6 +158,7 @@ def test_remove_class_chooses_the_best_f1_on_validation(runner, tiny_model, fake
     chosen = [row for row in rep["validation_sweep"] if row["scale"] == rep["scale"]]
     assert len(chosen) == 1 and f1(chosen[0]) == pytest.approx(best)
     assert min(row["scale"] for row in rep["validation_sweep"] if f1(row) == pytest.approx(best)) == rep["scale"]
+    assert rep["edited"]["forget_test"]["accuracy"] < rep["base"]["forget_test"]["accuracy"]
     assert rep["edited"]["forget"]["accuracy"] < rep["base"]["forget"]["accuracy"]
 
 
