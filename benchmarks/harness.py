@@ -41,7 +41,7 @@ from gifcli.io.files import provenance, write_json, write_text
 from gifcli.pipelines.backdoor import load_backdoor, make_poison_doc, train_backdoor
 from gifcli.pipelines.common import load_data_for, load_model
 from gifcli.pipelines.compare import markdown_table, summarise
-from gifcli.pipelines.evaluate import HARNESS_GAP_KEYS, unlearning_metrics
+from gifcli.pipelines.evaluate import GAP_KEYS, unlearning_metrics
 from gifcli.pipelines.train import run_train
 
 CONFIG = ROOT / "configs" / "harness" / "mnist_cnn_short.yaml"
@@ -157,7 +157,7 @@ def main() -> None:
                     metrics, hyper = unlearning_metrics(result.model, data, task, rt), result.outcome.hyper
                 row = {"setting": name, "method": method, "criterion": None, "ratio": None, "seed": seed,
                        "hyper": hyper, "method_seconds": seconds, "selected": None, **metrics,
-                       "avg_gap": avg_gap(metrics, ref, HARNESS_GAP_KEYS), "rte": seconds / ref_seconds}
+                       "avg_gap": avg_gap(metrics, ref, GAP_KEYS), "rte": seconds / ref_seconds}
                 rows.append(row)
                 log(name, seed, method, f"gap {100 * row['avg_gap']:.2f}", f"{seconds:.0f} s", hyper)
             results[name] = {"rows": rows, "summary": summarise(rows), "seeds": [int(s) for s in args.seeds.split(",")],

@@ -86,17 +86,32 @@ def cycle(split: Split, rt: Runtime, seed: int) -> Iterator[tuple[torch.Tensor, 
                            rt.dist.shard(perm))
 
 
-def step(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, rt: Runtime) -> None:
-    """One optimiser step; with several ranks the gradients are averaged over them first."""
+def step(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, rt: Runtime,
+         mask: Optional[list[torch.Tensor]] = None, frozen: Optional[list[torch.Tensor]] = None) -> None:
+    """One optimiser step; with several ranks the gradients are averaged over them first. With a
+    ``mask`` (0/1 per parameter entry) only the masked-in entries move: their gradient and momentum
+    are zeroed elsewhere, and the others are put back exactly at ``frozen`` (weight decay undone)."""
     if not math.isfinite(float(loss.detach())):
         raise NonFiniteError("the method's training loss is not finite (the learning rate is too large?)")
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    params = list(model.parameters())
     if rt.dist.enabled:
-        for p in model.parameters():
+        for p in params:
             if p.grad is not None:
                 rt.dist.sum(p.grad).div_(rt.dist.world)
+    if mask is not None:
+        for p, m in zip(params, mask):
+            if p.grad is not None:
+                p.grad.mul_(m)
     opt.step()
+    if mask is not None:
+        with torch.no_grad():
+            for p, m, p0 in zip(params, mask, frozen):
+                p.mul_(m).add_(p0 * (1 - m))
+                state = opt.state.get(p)
+                if state and state.get("momentum_buffer") is not None:
+                    state["momentum_buffer"].mul_(m)
 
 
 def mean_loss(model: nn.Module, rt: Runtime, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

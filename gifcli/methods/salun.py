@@ -24,17 +24,10 @@ import torch
 from torch import nn
 
 from ..core.methods import METHODS, MethodArgs, arg
-from ..core.search import SearchMethod, batch_steps, cycle, mean_loss, optimizer
+from ..core.search import SearchMethod, batch_steps, cycle, mean_loss, optimizer, step
 from ..core.walk import shard_batches
 from ..errors import NonFiniteError, UsageError
 from ..models.specs import set_eval
-
-
-def _check_common(name: str, lrs, epochs) -> None:
-    if not lrs or not all(isinstance(v, (int, float)) and v > 0 for v in lrs):
-        raise UsageError(f"{name} lrs must be positive numbers, got {lrs}")
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise UsageError(f"{name} epochs must be a whole number >= 1, got {epochs}")
 
 
 @dataclass(frozen=True)
@@ -46,20 +39,21 @@ class RLArgs(MethodArgs):
                       "every epoch is a candidate)", 2)
 
     def validate(self) -> None:
-        _check_common("rl", self.lrs, self.epochs)
+        name = self.cli_prefix
+        if not self.lrs or not all(isinstance(v, (int, float)) and v > 0 for v in self.lrs):
+            raise UsageError(f"{name} lrs must be positive numbers, got {self.lrs}")
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise UsageError(f"{name} epochs must be a whole number >= 1, got {self.epochs}")
 
 
 @dataclass(frozen=True)
-class SalUnArgs(MethodArgs):
+class SalUnArgs(RLArgs):
     cli_prefix = "salun"
 
-    lrs: tuple[float, ...] = arg("learning rates to search", (0.01, 0.05))
-    epochs: int = arg("epochs (a pass over the randomly relabelled forget set, then over the retained data; "
-                      "every epoch is a candidate)", 2)
     mask_ratio: float = arg("share of all parameters the saliency mask keeps (the largest |forget gradient|)", 0.5)
 
     def validate(self) -> None:
-        _check_common("salun", self.lrs, self.epochs)
+        super().validate()
         if not (isinstance(self.mask_ratio, (int, float)) and 0 < self.mask_ratio <= 1):
             raise UsageError(f"salun mask_ratio must be in (0, 1], got {self.mask_ratio}")
 
@@ -82,32 +76,6 @@ def saliency_mask(model: nn.Module, forget, rt, ratio: float) -> list[torch.Tens
     keep = max(1, int(round(ratio * flat.numel())))
     cut = torch.topk(flat, keep).values.min()
     return [(t.abs() >= cut).to(t.dtype) for t in total]
-
-
-def _masked_step(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, rt,
-                 mask: Optional[list[torch.Tensor]], frozen: Optional[list[torch.Tensor]]) -> None:
-    """One SGD step; with a mask, only the salient weights move (the others are put back exactly)."""
-    if not bool(torch.isfinite(loss.detach())):
-        raise NonFiniteError("the method's training loss is not finite (the learning rate is too large?)")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    params = list(model.parameters())
-    if rt.dist.enabled:
-        for p in params:
-            if p.grad is not None:
-                rt.dist.sum(p.grad).div_(rt.dist.world)
-    if mask is not None:
-        for p, m in zip(params, mask):
-            if p.grad is not None:
-                p.grad.mul_(m)
-    opt.step()
-    if mask is not None:
-        with torch.no_grad():
-            for p, m, p0 in zip(params, mask, frozen):
-                p.mul_(m).add_(p0 * (1 - m))
-                state = opt.state.get(p)
-                if state and state.get("momentum_buffer") is not None:
-                    state["momentum_buffer"].mul_(m)
 
 
 class RandomLabels(SearchMethod):
@@ -140,10 +108,10 @@ class RandomLabels(SearchMethod):
                     for _ in range(f_steps):
                         x, _y = next(f_stream)
                         random = torch.randint(0, classes, (len(x),), generator=labels)
-                        _masked_step(tuned, opt, mean_loss(tuned, rt, x, random), rt, mask, frozen)
+                        step(tuned, opt, mean_loss(tuned, rt, x, random), rt, mask, frozen)
                     for _ in range(r_steps):
                         x, y = next(r_stream)
-                        _masked_step(tuned, opt, mean_loss(tuned, rt, x, y), rt, mask, frozen)
+                        step(tuned, opt, mean_loss(tuned, rt, x, y), rt, mask, frozen)
                 except NonFiniteError:
                     break
                 yield {"lr": lr, "epochs": epoch}, set_eval(tuned)

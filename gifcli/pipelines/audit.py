@@ -37,7 +37,7 @@ from ..data.forget import ForgetSet, resolve, write_forget
 from ..errors import UsageError
 from ..io.files import make_folder, provenance, write_json
 from ..math.forgetting import DELTA, forget_score, logit_scaled_confidence
-from .common import load_model
+from .common import load_model, save_edited
 from .train import run_train
 
 RETRAINED_SEED_OFFSET = 10_000  # retrained models are independent runs, not the originals' twins
@@ -160,8 +160,6 @@ def audit(plan: AuditPlan, store_root: Path, rt: Runtime, data_dir: Optional[str
         if not path.exists():
             loaded = load_model(original)
             result = run(task, loaded.model, data, args, rt, loaded.context(), report=False)
-            from .common import save_edited
-
             save_edited(path, result.model, loaded, {}, result.outcome.hyper, args.method, args.as_dict(),
                         result.extras.get("runtime"))
             method_seconds.append(result.outcome.seconds)

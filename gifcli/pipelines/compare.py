@@ -24,7 +24,7 @@ from ..data.datasets import Data
 from ..errors import UsageError
 from ..io.files import make_folder, provenance, save_figure, write_json, write_text
 from .common import Loaded
-from .evaluate import HARNESS_GAP_KEYS, unlearning_metrics
+from .evaluate import GAP_KEYS, unlearning_metrics
 from .unlearn import unlearn_to_folder
 
 
@@ -98,7 +98,7 @@ def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]]
     for row in rows:
         ref = references.get(row["seed"])
         if ref is not None:
-            row["avg_gap"] = avg_gap(row, ref["metrics"], HARNESS_GAP_KEYS)
+            row["avg_gap"] = avg_gap(row, ref["metrics"], GAP_KEYS)
             row["rte"] = row["method_seconds"] / ref["seconds"] if ref.get("seconds") else None
     rt.report("compare", len(cells), len(cells), "done")
     results = {"format": "gif-compare", "version": 2, "model": loaded.path, "model_sha256": loaded.sha,

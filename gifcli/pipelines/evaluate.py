@@ -30,9 +30,6 @@ from ..errors import GifError
 from ..io.files import provenance
 from .common import Loaded
 
-HARNESS_GAP_KEYS = GAP_KEYS  # one Avg. Gap everywhere (the name the benchmarks import)
-
-
 @dataclass(frozen=True)
 class Thresholds:
     min_test_acc: Optional[float] = None  # percent
