@@ -18,6 +18,9 @@ retrained model of the same seed, seconds and run-time efficiency (seconds / ret
 
     python benchmarks/harness.py --json benchmarks/results/harness.json --md benchmarks/results/harness.md
 
+A method may carry options, as ``label=method:key=value,key=value`` (e.g.
+``gif-paper=gif:target=forget,newton_steps=1``): the rows are labelled ``label``; the ablations use this.
+
 ``--merge`` adds the rows of ``--methods`` to an existing ``--json`` file (replacing those methods'
 rows there, keeping the others and the recorded grid time) and rewrites the summaries and ``--md``.
 """
@@ -111,6 +114,26 @@ class Harness:
         return spec, ForgetSet(pick, data.record(), {"how": "flipped labels", "seed": seed}, None, "flipped")
 
 
+def parse_method(text: str) -> tuple[str, str, dict]:
+    """``label=method:key=value,...`` -> (label, method, options); a bare name is its own label."""
+    import yaml
+
+    label, _, rest = text.partition("=")
+    if not rest:
+        return text, text, {}
+    method, _, opts = rest.partition(":")
+    options = {}
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        options[key.replace("-", "_")] = yaml.safe_load(value)
+    return label, method, options
+
+
+def method_specs(text: str) -> list[str]:
+    """``--methods``: names separated by commas, or by semicolons once any carries options."""
+    return [m for m in text.split(";" if ("=" in text or ";" in text) else ",") if m]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", default=",".join(SETTINGS))
@@ -123,7 +146,30 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true", help="add these methods' rows to the existing --json file")
     ap.add_argument("--config", default=str(CONFIG), help="training recipe of every model of the grid")
     ap.add_argument("--train-only", action="store_true", help="only train (and cache in --work) the grid's models")
+    ap.add_argument("--combine", nargs="*", default=None,
+                    help="write --json/--md from these result files (settings run in separate processes)")
     args = ap.parse_args()
+    if args.combine:
+        parts = [json.loads(Path(f).read_text()) for f in args.combine]
+        settings: dict = {}
+        for p in parts:
+            for k, v in p["settings"].items():
+                if k not in settings:
+                    settings[k] = {**v, "base_by_seed": {str(v["seeds"][0]): v.get("base")}}
+                    continue
+                s = settings[k]
+                rows = s["rows"] + v["rows"]
+                rank = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in rows))}
+                rows.sort(key=lambda r: (rank[r["method"]], r["seed"]))
+                s.update(rows=rows, summary=summarise(rows), seeds=sorted(s["seeds"] + v["seeds"]),
+                         seconds=s["seconds"] + v["seconds"])
+                s["base_by_seed"][str(v["seeds"][0])] = v.get("base")
+        out = {"settings": settings,
+               "seconds": sum(p.get("seconds", 0.0) for p in parts), "config": parts[0].get("config"),
+               "parts": [{"file": f, "seconds": p.get("seconds"), "provenance": p.get("provenance")}
+                         for f, p in zip(args.combine, parts)], "provenance": provenance()}
+        write_outputs(out, args.json, args.md)
+        return
     if args.merge and not (args.json and Path(args.json).exists()):
         raise SystemExit("--merge needs an existing --json file")
     previous = json.loads(Path(args.json).read_text()) if args.merge else None  # read before any write
@@ -144,22 +190,23 @@ def main() -> None:
             base, data, task, retrained = h.setting(name, seed)
             ref = unlearning_metrics(retrained.model, data, task, rt)
             ref_seconds = retrained.meta["train_seconds"]
-            for method in args.methods.split(","):
+            for spec in method_specs(args.methods):
+                name_of, method, options = parse_method(spec)
                 if method == "retrain":
                     metrics, seconds, hyper = ref, ref_seconds, {"epochs": h.cfg.epochs}
                 elif method == "unedited":
                     metrics, seconds, hyper = unlearning_metrics(base.model, data, task, rt), 0.0, {}
                 else:
                     t = time.perf_counter()
-                    result = run(task, base.model, data, UnlearnArgs(method=method, seed=seed), rt, base.context(),
-                                 report=False)
+                    result = run(task, base.model, data, UnlearnArgs(method=method, seed=seed, **options), rt,
+                                 base.context(), report=False)
                     seconds = time.perf_counter() - t
                     metrics, hyper = unlearning_metrics(result.model, data, task, rt), result.outcome.hyper
-                row = {"setting": name, "method": method, "criterion": None, "ratio": None, "seed": seed,
+                row = {"setting": name, "method": name_of, "options": options, "criterion": None, "ratio": None, "seed": seed,
                        "hyper": hyper, "method_seconds": seconds, "selected": None, **metrics,
                        "avg_gap": avg_gap(metrics, ref, GAP_KEYS), "rte": seconds / ref_seconds}
                 rows.append(row)
-                log(name, seed, method, f"gap {100 * row['avg_gap']:.2f}", f"{seconds:.0f} s", hyper)
+                log(name, seed, name_of, f"gap {100 * row['avg_gap']:.2f}", f"{seconds:.0f} s", hyper)
             results[name] = {"rows": rows, "summary": summarise(rows), "seeds": [int(s) for s in args.seeds.split(",")],
                              "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt),
                              "seconds": time.perf_counter() - setting_start}  # training included
@@ -168,14 +215,19 @@ def main() -> None:
     out = {"settings": results, "seconds": time.perf_counter() - start, "config": str(h.config),
            "provenance": provenance()}
     if args.merge:
-        out = merged(previous, out, args.methods.split(","))
-    if args.json:
-        write_json(args.json, out)
-    if args.md:
-        text = "".join(f"### {name}\n\n" + markdown_table({"summary": r["summary"], "seeds": r["seeds"]}) + "\n"
-                       for name, r in out["settings"].items())
-        write_text(args.md, text + f"Whole grid: {out['seconds'] / 60:.0f} min.\n")
+        out = merged(previous, out, [parse_method(m)[0] for m in method_specs(args.methods)])
+    write_outputs(out, args.json, args.md)
     log(f"done in {(time.perf_counter() - start) / 60:.1f} min")
+
+
+def write_outputs(out: dict, json_path, md_path) -> None:
+    if json_path:
+        write_json(json_path, out)
+    if md_path:
+        text = "".join(f"### {name} ({r['seconds'] / 60:.0f} min)\n\n"
+                       + markdown_table({"summary": r["summary"], "seeds": r["seeds"]}) + "\n"
+                       for name, r in out["settings"].items())
+        write_text(md_path, text + f"Whole grid: {out['seconds'] / 60:.0f} min of process time.\n")
 
 
 def merged(old: dict, new: dict, methods: list[str]) -> dict:

@@ -1,6 +1,7 @@
 """Markdown tables for the docs, printed from the committed results files (nothing is typed in by hand).
 
     python benchmarks/tables.py solvers|mislabeled|random|imagefolder|distributed|scale|harness|harness_rte|harness_full|hvp
+    python benchmarks/tables.py harness converged/harness.json   # the harness tables of another results file
 """
 from __future__ import annotations
 
@@ -103,11 +104,20 @@ def scale() -> None:
           f"compute shrinks, so the point moves about as the square root of the sample size).")
 
 
-def harness() -> None:
+def _methods(d: dict, skip: tuple) -> list:
+    """Every method of any setting, in first-seen order."""
+    out: list = []
+    for r in d.values():
+        out += [e["method"] for e in r["summary"] if e["method"] not in skip and e["method"] not in out]
+    return out
+
+
+def harness(name: str = "harness.json") -> None:
     """Avg. Gap to retraining per method and setting (mean ± std over seeds); the best edit in bold."""
-    d = load("harness.json")["settings"]
-    methods = [e["method"] for e in next(iter(d.values()))["summary"] if e["method"] != "retrain"]
+    d = load(name)["settings"]
+    methods = _methods(d, ("retrain",))
     gaps = {name: {e["method"]: e["Avg. Gap"] for e in r["summary"]} for name, r in d.items()}
+    counts = {name: {e["method"]: e.get("seeds") for e in r["summary"]} for name, r in d.items()}
     best = {name: min((m for m in methods if m != "unedited" and g.get(m)), key=lambda m: g[m]["mean"])
             for name, g in gaps.items()}
     print("| method | " + " | ".join(d) + " |")
@@ -117,14 +127,19 @@ def harness() -> None:
         for name in d:
             g = gaps[name].get(m)
             cell = "-" if g is None else f"{g['mean']:.2f} ± {g['std']:.2f}"
+            n, most = counts[name].get(m), max(v or 0 for v in counts[name].values())
+            if g is not None and most == 1:
+                cell = f"{g['mean']:.2f}"  # one seed: no spread to show
+            elif g is not None and n is not None and n < most:
+                cell = f"{g['mean']:.2f} ({n} seed{'s' if n > 1 else ''})"
             cells.append(f"**{cell}**" if m == best[name] else cell)
         print(f"| {m} | " + " | ".join(cells) + " |")
 
 
-def harness_rte() -> None:
+def harness_rte(name: str = "harness.json") -> None:
     """Seconds (search included) as a share of retraining, per method and setting."""
-    d = load("harness.json")["settings"]
-    methods = [e["method"] for e in next(iter(d.values()))["summary"] if e["method"] not in ("retrain", "unedited")]
+    d = load(name)["settings"]
+    methods = _methods(d, ("retrain", "unedited"))
     print("| method | " + " | ".join(d) + " |")
     print("|---|" + "---|" * len(d))
     for m in methods:
@@ -138,9 +153,9 @@ def harness_rte() -> None:
     print("\nretraining: " + ", ".join(retrain))
 
 
-def harness_full() -> None:
+def harness_full(name: str = "harness.md") -> None:
     """Every column of every setting (the grid's markdown)."""
-    print((RESULTS / "harness.md").read_text())
+    print((RESULTS / name).read_text())
 
 
 def hvp() -> None:
@@ -151,4 +166,4 @@ def hvp() -> None:
 
 
 if __name__ == "__main__":
-    globals()[sys.argv[1]]()
+    globals()[sys.argv[1]](*sys.argv[2:])

@@ -103,6 +103,7 @@ def influence(model: nn.Module, forget: DataLike, train: DataLike, *, J: Union[S
     f, fb = as_split(forget)
     t, tb = as_split(train)
     rt = _runtime(device, batch_size, loss, fb, tb)
+    options.setdefault("target", "forget")  # one vector: the paper's (``target="remaining"``: minus G)
     args = UnlearnArgs(method=method, **options)
     index_set = J.J if isinstance(J, Selection) else J
     return _influence(_copy(model, rt.device), index_set, GivenForget(f).target(None), t, args, rt, weight_decay)

@@ -36,6 +36,43 @@ def build(channels=1, classes=3, width=8):
     return SmallNet(channels, classes, width)
 
 
+class Block(nn.Module):
+    """conv-BN-ReLU-conv-BN plus the input (a projection when the shape changes), then ReLU."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.skip = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
+
+
+class ResBN(nn.Module):
+    """A user's BatchNorm + residual net: a stem and two residual blocks, global pooling."""
+
+    def __init__(self, channels=1, classes=4, width=16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.block1 = Block(width, width, 2)
+        self.block2 = Block(width, 2 * width, 2)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        x = self.block2(self.block1(self.stem(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def build_resbn(channels=1, classes=4, width=16):
+    return ResBN(channels, classes, width)
+
+
 def broken(**kwargs):
     raise RuntimeError("this architecture cannot be built")
 '''
@@ -77,10 +114,12 @@ def write_image_folder(root: Path, arrays: dict, classes: list[str]) -> Path:
 
 
 def train_plain(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 8, lr: float = 0.05,
-                seed: int = 0) -> torch.nn.Module:
-    """Plain PyTorch training, as a user would do it before gif exists."""
+                seed: int = 0, cosine: bool = False) -> torch.nn.Module:
+    """Plain PyTorch training, as a user would do it before gif exists (SGD, momentum 0.9, weight
+    decay 5e-4, batch 32; a constant learning rate, or cosine-annealed over the epochs)."""
     torch.manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if cosine else None
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
@@ -91,4 +130,6 @@ def train_plain(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if sched is not None:
+            sched.step()
     return model.eval()

@@ -229,7 +229,7 @@ def _parse_size(text: str) -> float:
 ALL = "all"  # with_options(ALL): the common fields and every method's fields
 SELECT_FIELDS = ("criterion", "ratio", "threshold", "output_score", "seed")
 SOLVE_FIELDS = ("method", "solver", "tol", "max_iter", "damping", "weight_decay", "recurrence", "hvp_mode",
-                "memory_budget", "hessian_samples", "hessian_data", "seed")
+                "memory_budget", "hessian_samples", "hessian_data", "target", "gradient_samples", "seed")
 
 
 @dataclasses.dataclass(frozen=True)

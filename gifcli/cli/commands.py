@@ -323,7 +323,10 @@ def select_cmd(
 
 @app.command("influence")
 @handled
-@with_options(SOLVE_FIELDS, helps={"seed": "Seed that draws the Hessian sample."})
+@with_options(SOLVE_FIELDS, helps={"seed": "Seed that draws the Hessian sample.",
+                                  "target": "the gradient the vector is of: 'forget' (default here: the paper's "
+                                            "one-step vector, for a select | influence | apply chain) or "
+                                            "'remaining' (minus the retained data's gradient)"})
 def influence_cmd(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the influence vector (.safetensors).")],
     forget_label: ForgetLabel = None,
@@ -339,13 +342,18 @@ def influence_cmd(
     uargs: Any = None,
 ) -> None:
     """Compute the influence of the forget set on J (least squares H_J delta = -g) and save it."""
-    from ..core.steps import influence
+    from ..core.steps import influence, stationarity_warning
     from ..methods.influence import hessian_data, resolve_weight_decay
     from ..pipelines.common import read_mask_for, write_influence_file
 
     args = unlearn_args(uargs)
     if args.method not in ("gif", "fif", "pif", "if", "grad"):
         raise UsageError(f"method {args.method!r} has no influence vector; use gif, fif, pif, if or grad")
+    if uargs.get("target") is None:  # one vector, one scale: the paper's chain
+        args = args.replace(target="forget")
+    if args.target == "forget-then-remaining":
+        raise UsageError("--target forget-then-remaining takes several steps: use remove-class, remove-samples "
+                         "or backdoor recover (gif influence computes one vector)")
     J = None
     loaded, data = load(model, dataset, data_dir)
     if args.method != "if":
@@ -356,12 +364,16 @@ def influence_cmd(
     wd = resolve_weight_decay(args, loaded.trained_weight_decay)
     with Bars() as bars:
         rt = rt_for(device, batch_size, workers, bars, deterministic)
-        run = influence(loaded.model, J, task.target(data), hessian_data(task, data, args), args, rt, wd)
+        run = influence(loaded.model, J, task.target(data), hessian_data(task, data, args), args, rt, wd,
+                        task.retain(data))
     if rt.dist.is_main:
         write_influence_file(out_path, run, loaded, mask if args.method != "if" else None)
     note = hvp_note({**(run.info.get("hessian") or {}), **run.environment})
     if note:
         say(note)
+    caution = stationarity_warning(run.info.get("stationarity"))
+    if caution:
+        warn(caution)
     say(f"wrote {out_path}: {args.method} over {run.J.size} parameters, "
         f"{solver_line(run.stats) or 'first-order step'}, {run.seconds:.1f} s on {run.info['device']}")
 
@@ -453,7 +465,10 @@ def method_summary(result, args) -> str:
     for key, value in result.outcome.hyper.items():
         if key == "search_budget":
             continue
-        shown = format(value, "g") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        if isinstance(value, (list, tuple)):
+            shown = "/".join(format(v, "g") if isinstance(v, (int, float)) else str(v) for v in value)
+        else:
+            shown = format(value, "g") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
         parts.append(f"{key.replace('_', ' ')} {shown}")
     return ", ".join(parts)
 
@@ -463,6 +478,7 @@ def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, devi
     """The core's run into a run folder, then (rank 0) the table of base and edited, the solver line.
 
     What is printed is built before any file is written, so a failure there leaves no run folder."""
+    from ..core.steps import stationarity_warning
     from ..pipelines.unlearn import unlearn_to_folder
 
     def prepare(result, report) -> list:
@@ -471,6 +487,9 @@ def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, devi
         env = result.outcome.influence.environment if result.outcome.influence is not None else {}
         shown += [line for line in (hvp_note({**(inf.get("hessian") or {}), **env}), solver_line(inf.get("stats")))
                   if line]
+        caution = stationarity_warning(inf.get("stationarity"))
+        if caution:
+            shown.append(("warning", caution))
         search = result.outcome.search
         if search and "scale" not in result.outcome.hyper:
             shown.append(f"{args.method}: {len(search)} settings tried on validation "
@@ -483,7 +502,10 @@ def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, devi
     if not rt.dist.is_main:
         return
     for item in shown:
-        out.print(item) if not isinstance(item, str) else say(item)
+        if isinstance(item, tuple):
+            warn(item[1])
+        else:
+            out.print(item) if not isinstance(item, str) else say(item)
     names = ", ".join(Path(f["path"]).name for f in report["files"].values())
     say(f"run folder {folder}: {names}, report.json ({report['seconds']:.0f} s)")
 

@@ -55,6 +55,67 @@ def target_gradient(model: nn.Module, target: Target, pool_size: int, rt: Runtim
     return g / pool_size
 
 
+TARGETS = ("forget", "remaining", "forget-then-remaining")
+# the stationarity check warns when the training objective's gradient at theta is larger than the
+# forget set's own: there the forget gradient alone no longer stands for minus the remaining one
+STATIONARITY_WARN_RATIO = 1.0
+
+
+def retained_gradient(model: nn.Module, retain: Split, samples: int, seed: int, pool_size: int, rt: Runtime,
+                      weight_decay: float = 0.0) -> tuple[torch.Tensor, int]:
+    """G = grad of the retained objective, normalised like ``g``: sum over ``retain`` of the loss
+    gradient / |Hessian pool| (+ weight_decay * theta, the objective's decay term).
+
+    Estimated on ``samples`` of ``retain`` drawn under ``seed`` (all of it for 0 or more than it
+    holds), scaled up by |retain| / samples. Returns (G, the number of samples it was measured on).
+    """
+    part = retain if samples <= 0 or samples >= len(retain) else retain.sample(samples, seed)
+    if len(part) == 0:
+        raise GifError("no retained training data to measure the training loss's gradient on")
+    total, n = summed_gradient(model, part, rt)
+    G = total * (len(retain) / (n * pool_size))
+    if weight_decay:
+        G = G + weight_decay * parameters_to_vector(model.parameters()).detach().to(G.dtype)
+    return G, n
+
+
+def gradients(model: nn.Module, target: Target, pool_size: int, retain: Split, args: UnlearnArgs, rt: Runtime,
+              weight_decay: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(g, G, the stationarity record): the forget gradient and the retained objective's gradient
+    (:func:`retained_gradient`), both normalised by |Hessian pool|; g + G is the training objective's."""
+    g = target_gradient(model, target, pool_size, rt)
+    G, n = retained_gradient(model, retain, args.gradient_samples, args.seed, pool_size, rt, weight_decay)
+    training = float((g + G).norm())
+    record = {"target": args.target, "forget_gradient_norm": float(g.norm()),
+              "training_gradient_norm": training, "retained_gradient_norm": float(G.norm()),
+              "ratio": training / max(float(g.norm()), 1e-300), "samples": n, "retained_size": len(retain),
+              "weight_decay": weight_decay}
+    return g, G, record
+
+
+def right_hand_side(model: nn.Module, target: Target, pool_size: int, retain: Split, args: UnlearnArgs,
+                    rt: Runtime, weight_decay: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """The gradient the influence is of, and the stationarity record.
+
+    ``forget`` (the paper's): ``g``, the forget samples' gradient. ``remaining``: ``-G``, minus
+    the retained objective's gradient at theta, so that ``theta - delta`` is a Newton step on the
+    retained objective; at a stationary point of the training objective (g + G = 0) the two agree,
+    elsewhere only ``remaining`` points at the retained data's optimum.
+    ``forget-then-remaining`` is ``forget`` here: the method's later steps switch to ``remaining``.
+    """
+    g, G, record = gradients(model, target, pool_size, retain, args, rt, weight_decay)
+    return (-G if args.target == "remaining" else g), record
+
+
+def stationarity_warning(record: Optional[dict]) -> Optional[str]:
+    """A one-line warning when the model is far from a stationary point and the target is ``forget``."""
+    if not record or record.get("target") != "forget" or record["ratio"] <= STATIONARITY_WARN_RATIO:
+        return None
+    return (f"the model is far from a stationary point of its training loss: |grad L(theta)| = "
+            f"{record['training_gradient_norm']:.3g}, {record['ratio']:.1f}x the forget set's |g| = "
+            f"{record['forget_gradient_norm']:.3g}; --target remaining takes a Newton step on the retained data")
+
+
 def select(model: nn.Module, target: Target, args: UnlearnArgs, rt: Runtime, pool_size: int) -> Selection:
     """J chosen on the forget samples by ``args.criterion`` at ``args.ratio``."""
     scores = None
@@ -136,19 +197,26 @@ def hessian_sample(model: nn.Module, pool: Split, args: UnlearnArgs, rt: Runtime
 
 
 def influence(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Split, args: UnlearnArgs,
-              rt: Runtime, weight_decay: float = 0.0) -> InfluenceRun:
-    """delta over J: the least-squares solution of ``A delta = b`` for ``args.method`` (math/influence.py)."""
+              rt: Runtime, weight_decay: float = 0.0, retain: Optional[Split] = None,
+              rhs: Optional[tuple[torch.Tensor, dict]] = None) -> InfluenceRun:
+    """delta over J: the least-squares solution of ``A delta = b`` for ``args.method`` (math/influence.py).
+
+    ``retain``: the data a retrained model is trained on (default: ``pool``); the retained
+    objective's gradient is measured on it (``args.target``, :func:`right_hand_side`).
+    ``rhs``: (the gradient, its stationarity record) computed by the caller instead.
+    """
     start = time.perf_counter()
     model = set_eval(model.to(rt.device))
     check_finite_model(model)
-    g = target_gradient(model, target, len(pool), rt)
+    g, stationarity = rhs if rhs is not None else right_hand_side(
+        model, target, len(pool), pool if retain is None else retain, args, rt, weight_decay)
     if args.method == "grad":  # the first-order baseline: delta = -g_J
         if J is None:
             raise UsageError("method grad needs an index set J")
         delta = -J.gather(g)
         stats = {"solver": "none", "iterations": 0, "hvp_products": 0, "converged": True}
         info = {"method": "grad", "solver": "none", "stats": stats, "target": target.describe,
-                "gradient_norm": float(g.norm()), "device": str(rt.device),
+                "gradient_norm": float(g.norm()), "stationarity": stationarity, "device": str(rt.device),
                 "dtype": str(g.dtype).replace("torch.", "")}
         return InfluenceRun(delta.detach().cpu(), J, info, time.perf_counter() - start, stats)
     if args.method not in INFLUENCE_METHODS:
@@ -182,6 +250,7 @@ def influence(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Spl
         "target": target.describe,
         "hessian": hinfo,
         "gradient_norm": float(g.norm()),
+        "stationarity": stationarity,
         "device": str(rt.device),
         "deterministic": rt.deterministic,
         "dtype": str(g.dtype).replace("torch.", ""),

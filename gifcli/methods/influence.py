@@ -17,7 +17,8 @@ from torch import nn
 
 from ..core.args import Runtime, UnlearnArgs
 from ..core.methods import METHODS, Method, MethodArgs, MethodOutcome, ModelContext, Verified, arg
-from ..core.steps import DEFAULT_SCALES, edited_copy, influence, select, sweep_scales
+from ..core.steps import (DEFAULT_SCALES, TARGETS, InfluenceRun, best_row, edited_copy, gradients, influence, scored,
+                          select, sweep_scales)
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..errors import UsageError
@@ -54,6 +55,15 @@ class InfluenceArgs(MethodArgs):
     hessian_data: str = arg("the data the Hessian is of: 'all' (what the model was trained on: the influence "
                             "function's derivative at eps = 0) or 'remaining' (minus the forget set, eq. 9 with "
                             "eps = -1)", "all")
+    target: str = arg("the gradient the edit is of: 'forget' (the forget set's, the paper's), 'remaining' (minus the "
+                      "retained data's: a Newton step on the retained objective, which also holds where the "
+                      "model is not at an optimum), or 'forget-then-remaining' (the first step forget, later "
+                      "steps remaining)", "remaining")
+    gradient_samples: int = arg("retained training samples the training loss's gradient is measured on "
+                                "(--target remaining and the stationarity check; 0: all of it, a sample is faster "
+                                "and noisier)", 0)
+    newton_steps: int = arg("re-linearised steps: each solves again at the edited weights and chooses its own scale on "
+                     "validation; stops early when a step no longer improves the validation criterion (a given --scale: one step)", 3)
     scales: Optional[tuple[float, ...]] = arg("the scale: 'auto' (a grid 2^-10..2^11, chosen on validation), "
                                               "a number, or a comma-separated list to choose from", flag="scale")
 
@@ -90,6 +100,12 @@ class InfluenceArgs(MethodArgs):
             raise UsageError(f"--hessian-samples must be positive, got {self.hessian_samples}")
         if self.hessian_data not in HESSIAN_DATA:
             raise UsageError(f"--hessian-data must be one of {', '.join(HESSIAN_DATA)}, got {self.hessian_data!r}")
+        if self.target not in TARGETS:
+            raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.gradient_samples < 0:
+            raise UsageError(f"--gradient-samples must be 0 (all) or positive, got {self.gradient_samples}")
+        if self.newton_steps < 1:
+            raise UsageError(f"--newton-steps must be at least 1, got {self.newton_steps}")
         if self.scales is not None:
             if not self.scales or not all(math.isfinite(s) for s in self.scales):
                 raise UsageError("scales must be finite numbers")
@@ -132,17 +148,74 @@ class InfluenceMethod(Method):
         weight_decay = resolve_weight_decay(args, ctx.weight_decay)
         target = task.target(data)
         pool = hessian_data(task, data, args)
+        retain = task.retain(data)
         rt.report("select", 0, None, f"{args.criterion} {args.ratio:g}")
         selection = None if self.name == "if" else select(model, target, args, rt, len(pool))
-        run = influence(model, None if selection is None else selection.J, target, pool, args, rt, weight_decay)
-        if args.scales is not None and len(args.scales) == 1:  # a given scale: nothing to choose
-            scale, rows = args.scales[0], []
+        J = None if selection is None else selection.J
+        given = args.scales is not None and len(args.scales) == 1  # a given scale: nothing to choose
+        scorer = None if given else task.scorer(args.scale_criterion, data, model, rt)
+        current, total, steps, all_rows, stopped = model, None, [], [], None
+        first: Optional[InfluenceRun] = None
+        seconds = 0.0
+        for k in range(1, args.newton_steps + 1):
+            mode = args.target if args.target != "forget-then-remaining" else ("forget" if k == 1 else "remaining")
+            g, G, record = gradients(current, target, len(pool), retain, args, rt, weight_decay)
+            record["target"] = mode
+            run = influence(current, J, target, pool, args, rt, weight_decay, retain, rhs=(g, record))
+            J = run.J
+            seconds += run.seconds
+            correction = None
+            if mode == "remaining":  # the Newton step's second half: H delta_c = -(g + G), taken at factor 1
+                correction = influence(current, J, target, pool, args, rt, weight_decay, retain,
+                                       rhs=(-(g + G), record))
+                seconds += correction.seconds
+            start_at = current if correction is None else edited_copy(current, J, correction.delta, 1.0)
+            before = scored(scorer, current) if (scorer is not None and k > 1) else None
+            if given:
+                scale, rows, best = args.scales[0], [], None
+            else:
+                scale, rows = sweep_scales(start_at, J, run.delta, args.scales or DEFAULT_SCALES, scorer, rt)
+                best = next(r for r in rows if r["scale"] == scale)
+            factor = 1.0
+            if correction is not None and best is not None:
+                # the correction's factor: 1 (the Newton step) unless less of it scores better on validation
+                for f in CORRECTION_FACTORS:
+                    row = {"scale": scale, "correction": f, **scored(scorer, edited_copy(
+                        edited_copy(current, J, correction.delta, f), J, run.delta, scale))}
+                    rows.append(row)
+                    if best_row([best, row]) is row:  # a tie keeps the Newton step
+                        best, factor = row, f
+            step_delta = scale * run.delta if correction is None else scale * run.delta + factor * correction.delta
+            all_rows += [{**r, "step": k} for r in rows] if args.newton_steps > 1 else rows
+            # the solves' statistics without their timings: the influence file is the same bytes on a rerun
+            entry = {"target": mode, "scale": scale, "correction": factor if correction is not None else None,
+                     "stats": run.info["stats"],
+                     "correction_stats": correction.info["stats"] if correction is not None else None,
+                     "stationarity": record}
+            if before is not None and not improves(best, before):
+                stopped = f"step {k} did not improve the validation criterion"
+                steps.append({**entry, "taken": False})
+                break
+            steps.append({**entry, "taken": True})
+            first = first or run
+            total = step_delta if total is None else total + step_delta
+            current = edited_copy(current, J, step_delta, 1.0)
+            if given and k < args.newton_steps:  # nothing chooses whether a further step helps: one step
+                stopped = "a given scale: one step (further steps are taken only when validation chooses them)"
+                break
+        assert first is not None and total is not None
+        if args.newton_steps == 1 and steps[0]["target"] == "forget":  # the paper's edit: delta and its scale
+            hyper = {"scale": steps[0]["scale"]}
+            run = first
         else:
-            scorer = task.scorer(args.scale_criterion, data, model, rt)
-            scale, rows = sweep_scales(model, run.J, run.delta, args.scales or DEFAULT_SCALES, scorer, rt)
-        edited = edited_copy(model, run.J, run.delta, scale)
+            run = combined(first, total, steps, stopped, seconds)
+            hyper = {"scale": 1.0, "steps": len([s for s in steps if s["taken"]]),
+                     "step_scales": [s["scale"] for s in steps if s["taken"]]}
+            if any(s["correction"] is not None for s in steps):
+                hyper["corrections"] = [s["correction"] for s in steps if s["taken"]]
+        edited = edited_copy(model, run.J, run.delta, hyper["scale"])
         artifacts = {"selection": selection, "influence": run}
-        return MethodOutcome(edited, {"scale": scale}, rows, {k: v for k, v in artifacts.items() if v is not None},
+        return MethodOutcome(edited, hyper, all_rows, {k: v for k, v in artifacts.items() if v is not None},
                              time.perf_counter() - start)
 
     def files(self, outcome: MethodOutcome, folder: Path, loaded, task: Task, args: UnlearnArgs):
@@ -164,6 +237,40 @@ class InfluenceMethod(Method):
         from ..pipelines.verify import verify_influence_edit
 
         return verify_influence_edit(base, edited, edit, folder, given)
+
+
+CORRECTION_FACTORS = (0.0, 0.5)  # tried besides 1 for --target remaining's stationarity correction
+
+
+def improves(best: Optional[dict], before: Optional[dict]) -> bool:
+    """Whether a step's best row scores better on validation than the model it started from."""
+    if best is None or before is None:
+        return True
+    if best["objective"] is None:
+        return False
+    if before["objective"] is None:
+        return True
+    now, then = bool(best.get("feasible", True)), bool(before.get("feasible", True))
+    return now if now != then else best["objective"] > before["objective"]
+
+
+def combined(first: InfluenceRun, total: torch.Tensor, steps: list, stopped: Optional[str],
+             seconds: float) -> InfluenceRun:
+    """Every step's edit summed into one delta, applied with scale 1: ``gif apply --scale 1`` and
+    ``gif verify`` re-derive it from the base model as they do a one-step edit."""
+    def products(s: dict) -> int:
+        return s["stats"].get("hvp_products", 0) + ((s["correction_stats"] or {}).get("hvp_products", 0))
+
+    stats = {**first.stats, "hvp_products": sum(products(s) for s in steps),
+             "iterations": sum(s["stats"].get("iterations", 0) + (s["correction_stats"] or {}).get("iterations", 0)
+                               for s in steps),
+             "converged": all(s["stats"].get("converged", True) and (s["correction_stats"] or {}).get("converged", True)
+                              for s in steps)}
+    info = {**first.info, "stats": {**first.info["stats"], **{k: stats[k] for k in ("hvp_products", "iterations",
+                                                                                    "converged")}},
+            "steps": steps, "steps_taken": len([s for s in steps if s["taken"]]), "stopped": stopped,
+            "combined": "delta is the sum of every step's scale x delta (+ correction): apply it with scale 1"}
+    return InfluenceRun(total, first.J, info, seconds, stats, first.environment)
 
 
 for _name in ("gif", "fif", "pif", "if", "grad"):

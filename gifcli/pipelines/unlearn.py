@@ -29,7 +29,9 @@ def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, re
     if outcome.influence is not None:
         info = outcome.influence.info
         influence = {"stats": outcome.influence.stats, "hessian": info.get("hessian"), "device": info.get("device"),
-                     "seconds": outcome.influence.seconds}
+                     "stationarity": info.get("stationarity"), "seconds": outcome.influence.seconds}
+        if "steps" in info:
+            influence.update({k: info[k] for k in ("steps", "steps_taken", "stopped")})
     criterion = task.criterion(args.scale_criterion)
     if "scale" in outcome.hyper:
         swept = args.scales is None or len(args.scales) > 1

@@ -141,9 +141,11 @@ def test_evaluate_thresholds_gate(runner, chain, fake_mnist, tmp_path):
 
 
 def test_remove_class_chooses_the_best_f1_on_validation(runner, tiny_model, fake_mnist, tmp_path):
+    """The paper's one-step edit (one scale sweep); the multi-step default is tested in test_off_optimum.py."""
     folder = tmp_path / "run"
     r = invoke(runner, ["remove-class", "--label", 3, "--model", tiny_model, "--hessian-samples", 128, "--max-iter", 20,
-                        "--out-dir", folder, "--device", "cpu", "--data-dir", fake_mnist])
+                        "--out-dir", folder, "--device", "cpu", "--data-dir", fake_mnist, "--target", "forget",
+                        "--newton-steps", "1"])
     assert r.exit_code == 0, r.output
     for name in ("mask.json", "influence.safetensors", "edited.safetensors", "report.json"):
         assert (folder / name).is_file()
