@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shlex
 import shutil
 import sys
@@ -20,10 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, log
+from common import log
 
-sys.path.insert(0, str(ROOT))
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402  (common.py put the repository on the path)
 
 from gifcli.cli import app  # noqa: E402
 from gifcli.io.files import provenance, write_json  # noqa: E402
@@ -75,8 +75,6 @@ def accuracies(report: dict) -> dict:
 
 
 def main() -> None:
-    import json
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="/tmp/gif_off_optimum")
     ap.add_argument("--data-dir", default=None)
