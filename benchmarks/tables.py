@@ -1,6 +1,6 @@
 """Markdown tables for the docs, printed from the committed results files (nothing is typed in by hand).
 
-    python benchmarks/tables.py solvers|mislabeled|random|imagefolder|distributed|scale|harness|harness_rte|harness_full|hvp
+    python benchmarks/tables.py solvers|mislabeled|random|imagefolder|distributed|scale|harness|harness_rte|harness_full|hvp|preconditioner
     python benchmarks/tables.py harness converged/harness.json   # the harness tables of another results file
 """
 from __future__ import annotations
@@ -156,6 +156,25 @@ def harness_rte(name: str = "harness.json") -> None:
 def harness_full(name: str = "harness.md") -> None:
     """Every column of every setting (the grid's markdown)."""
     print((RESULTS / name).read_text())
+
+
+def preconditioner() -> None:
+    rows = []
+    for name in ("preconditioner_cnn.json", "preconditioner_resnet18.json"):
+        if (RESULTS / name).exists():
+            rows += load(name)["rows"]
+    print("| model (parameters, \\|J\\|) | solve | products | + factors (in products) | unpreconditioned residual | "
+          "plain LSMR's products to it | error vs reference | plain LSMR's error at equal products |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        head = f"{r['model']} ({r['parameters'] / 1e6:.2f} M, {r['J']:,})"
+        p = r["plain"]
+        print(f"| {head} | plain LSMR, reference | {p['products']} | - | {p['final_residual']:.1e} | - | 0 | - |")
+        for e in r["kfac"]:
+            same = e["plain_at_same_products"]
+            print(f"| {head} | K-FAC, damping {e['damping']:g}, tol {e['tol']:g} | {e['products']} | "
+                  f"{e['preconditioner_products_equivalent']:.1f} | {e['unpreconditioned_residual']:.1e} | "
+                  f"{e['plain_products_to_same'] or 'not reached'} | {e['error']:.2f} | {same['error']:.2f} |")
 
 
 def hvp() -> None:

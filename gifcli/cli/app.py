@@ -176,7 +176,8 @@ class Bars:
     """A ProgressFn (stage, done, total, info) shown as rich progress bars on stderr."""
 
     LABELS = {"select": "select J", "solve": "solve", "sweep": "scale sweep", "evaluate": "evaluate",
-              "compare": "compare", "lanczos": "lanczos", "train": "training", "unlearn": "unlearn"}
+              "compare": "compare", "lanczos": "lanczos", "train": "training", "unlearn": "unlearn",
+              "precondition": "precondition"}
 
     def __init__(self) -> None:
         enabled = _is_tty(sys.stderr) or "GIF_PROGRESS" in os.environ
@@ -228,8 +229,9 @@ def _parse_size(text: str) -> float:
 # the unlearning options, generated from the common fields and every registered method's Args
 ALL = "all"  # with_options(ALL): the common fields and every method's fields
 SELECT_FIELDS = ("criterion", "ratio", "threshold", "output_score", "seed")
-SOLVE_FIELDS = ("method", "solver", "tol", "max_iter", "damping", "weight_decay", "recurrence", "hvp_mode",
-                "memory_budget", "hessian_samples", "hessian_data", "target", "gradient_samples", "seed")
+SOLVE_FIELDS = ("method", "solver", "tol", "max_iter", "damping", "preconditioner", "kfac_damping", "weight_decay",
+                "recurrence", "hvp_mode", "memory_budget", "hessian_samples", "hessian_data", "target",
+                "gradient_samples", "seed")
 
 
 @dataclasses.dataclass(frozen=True)

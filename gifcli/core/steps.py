@@ -205,58 +205,85 @@ def influence(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Spl
     objective's gradient is measured on it (``args.target``, :func:`right_hand_side`).
     ``rhs``: (the gradient, its stationarity record) computed by the caller instead.
     """
+    if rhs is None:
+        model = set_eval(model.to(rt.device))
+        check_finite_model(model)
+        rhs = right_hand_side(model, target, len(pool), pool if retain is None else retain, args, rt, weight_decay)
+    return influences(model, J, target, pool, args, rt, weight_decay, [rhs])[0]
+
+
+def influences(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Split, args: UnlearnArgs,
+               rt: Runtime, weight_decay: float, rhs: Sequence[tuple[torch.Tensor, dict]]) -> list[InfluenceRun]:
+    """:func:`influence` of several right-hand sides (gradient, stationarity record) at one theta:
+    one Hessian sample (and one preconditioner) serves every solve."""
     start = time.perf_counter()
     model = set_eval(model.to(rt.device))
     check_finite_model(model)
-    g, stationarity = rhs if rhs is not None else right_hand_side(
-        model, target, len(pool), pool if retain is None else retain, args, rt, weight_decay)
     if args.method == "grad":  # the first-order baseline: delta = -g_J
         if J is None:
             raise UsageError("method grad needs an index set J")
-        delta = -J.gather(g)
-        stats = {"solver": "none", "iterations": 0, "hvp_products": 0, "converged": True}
-        info = {"method": "grad", "solver": "none", "stats": stats, "target": target.describe,
-                "gradient_norm": float(g.norm()), "stationarity": stationarity, "device": str(rt.device),
-                "dtype": str(g.dtype).replace("torch.", "")}
-        return InfluenceRun(delta.detach().cpu(), J, info, time.perf_counter() - start, stats)
+        out = []
+        for g, stationarity in rhs:
+            stats = {"solver": "none", "iterations": 0, "hvp_products": 0, "converged": True}
+            info = {"method": "grad", "solver": "none", "stats": stats, "target": target.describe,
+                    "gradient_norm": float(g.norm()), "stationarity": stationarity, "device": str(rt.device),
+                    "dtype": str(g.dtype).replace("torch.", "")}
+            out.append(InfluenceRun(-J.gather(g).detach().cpu(), J, info, time.perf_counter() - start, stats))
+        return out
     if args.method not in INFLUENCE_METHODS:
         raise UsageError(f"method {args.method!r} has no influence vector; use one of gif, fif, pif, if, grad")
     if J is None:
         J = IndexSet.everything(space_of(model))
     hess, hinfo = hessian_sample(model, pool, args, rt, weight_decay)
     environment = {"graph_budget_bytes": hinfo.pop("_budget")} if "_budget" in hinfo else {}
-    iterations = {"done": 0}
-
-    def progress(i: int, total: int, residual: float) -> None:
-        iterations["done"] = i
-        rt.report("solve", i, total, f"rel. residual {residual:.2e}")
-
+    runs: list[InfluenceRun] = []
     try:
-        result: InfluenceResult = solve_influence(args.method, hess, J, g, args.solver_options(), progress)
-    except (SolverArgumentError, SelectionError) as exc:
-        raise UsageError(str(exc)) from None
+        P, pinfo = None, None
+        if args.preconditioner == "kfac":
+            from ..math.kfac import preconditioner
+
+            rt.report("precondition", 0, None, "K-FAC factors")
+            kfac = preconditioner(model, hess.batches, rt.loss, hess.n_samples, J, weight_decay, args.kfac_damping,
+                                  hess.reduce if rt.dist.enabled else None, args.seed)
+            P, pinfo = kfac.apply, kfac.info
+        setup = time.perf_counter() - start
+        for g, stationarity in rhs:
+            t0 = time.perf_counter()
+
+            def progress(i: int, total: int, residual: float) -> None:
+                rt.report("solve", i, total, f"rel. residual {residual:.2e}")
+
+            try:
+                result: InfluenceResult = solve_influence(args.method, hess, J, g, args.solver_options(), progress, P)
+            except (SolverArgumentError, SelectionError) as exc:
+                raise UsageError(str(exc)) from None
+            stats = result.stats
+            if not bool(torch.isfinite(result.delta).all()):
+                raise NonFiniteError(f"the {args.solver} solver produced non-finite values "
+                                     f"({stats.message or 'diverged'})")
+            info = {
+                "method": args.method,
+                "solver": args.solver,
+                "solver_options": {"tol": args.tol, "max_iter": args.max_iter, "damping": args.damping,
+                                   "recurrence": args.recurrence, "preconditioner": args.preconditioner},
+                "stats": stats.as_dict(with_seconds=False),
+                "target": target.describe,
+                "hessian": hinfo,
+                "gradient_norm": float(g.norm()),
+                "stationarity": stationarity,
+                "device": str(rt.device),
+                "deterministic": rt.deterministic,
+                "dtype": str(g.dtype).replace("torch.", ""),
+                "sign_convention": "gif apply sets theta_J <- theta_J - scale * delta; scale > 0 removes the target",
+            }
+            if pinfo is not None:
+                info["preconditioner"] = pinfo
+            seconds = (time.perf_counter() - t0) + (setup if not runs else 0.0)
+            runs.append(InfluenceRun(result.delta.detach().cpu(), result.index_set, info, seconds, stats.as_dict(),
+                                     environment))
     finally:
         hess.release()
-    stats = result.stats
-    if not bool(torch.isfinite(result.delta).all()):
-        raise NonFiniteError(f"the {args.solver} solver produced non-finite values ({stats.message or 'diverged'})")
-    seconds = time.perf_counter() - start
-    info = {
-        "method": args.method,
-        "solver": args.solver,
-        "solver_options": {"tol": args.tol, "max_iter": args.max_iter, "damping": args.damping,
-                           "recurrence": args.recurrence},
-        "stats": stats.as_dict(with_seconds=False),
-        "target": target.describe,
-        "hessian": hinfo,
-        "gradient_norm": float(g.norm()),
-        "stationarity": stationarity,
-        "device": str(rt.device),
-        "deterministic": rt.deterministic,
-        "dtype": str(g.dtype).replace("torch.", ""),
-        "sign_convention": "gif apply sets theta_J <- theta_J - scale * delta; scale > 0 removes the target",
-    }
-    return InfluenceRun(result.delta.detach().cpu(), result.index_set, info, seconds, stats.as_dict(), environment)
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class SolveStats:
     warnings: list[str] = field(default_factory=list)
     stop_rule: str = ""  # lsmr: which of its stopping rules ended the solve
     returned_zero: bool = False  # cg/neumann: no iterate beat the zero start, which was returned
+    true_residual: Optional[float] = None  # preconditioned solves: the unpreconditioned residual of the result
 
     @property
     def final_residual(self) -> float:
@@ -95,6 +96,8 @@ class SolveStats:
             "warnings": self.warnings,
             "message": self.message,
         }
+        if self.true_residual is not None:
+            out["unpreconditioned_residual"] = self.true_residual
         if with_seconds:
             out["seconds"] = self.seconds
         return out

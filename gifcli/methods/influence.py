@@ -17,18 +17,20 @@ from torch import nn
 
 from ..core.args import Runtime, UnlearnArgs
 from ..core.methods import METHODS, Method, MethodArgs, MethodOutcome, ModelContext, Verified, arg
-from ..core.steps import (DEFAULT_SCALES, TARGETS, InfluenceRun, best_row, edited_copy, gradients, influence, scored,
-                          select, sweep_scales)
+from ..core.steps import (DEFAULT_SCALES, TARGETS, InfluenceRun, best_row, edited_copy, gradients, influences,
+                          scored, select, sweep_scales)
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..errors import UsageError
 from ..math.influence import SolverOptions
+from ..math.kfac import DEFAULT_KFAC_DAMPING
 from ..math.selection import CRITERIA, OUTPUT_SCORES
 from ..math.solvers import SOLVERS
 
 HVP_MODES = ("auto", "retain", "recompute", "forward")
 HESSIAN_DATA = ("remaining", "all")
 RECURRENCES = ("float64", "model")
+PRECONDITIONERS = ("none", "kfac")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class InfluenceArgs(MethodArgs):
     weight_decay: Union[str, float] = arg("add the training objective's weight decay to H: 'auto' (from the "
                                           "checkpoint's training config), a number, or 0", 0.0)
     recurrence: str = arg("precision of the solver's own vectors: float64 or model (the model's dtype)", "float64")
+    preconditioner: str = arg("preconditioner of the solve: none, or kfac (per-layer Kronecker factors of Linear and "
+                              "Conv2d layers, fitted on the Hessian sample)", "none")
+    kfac_damping: float = arg("kfac: damping relative to each layer's mean K-FAC curvature", DEFAULT_KFAC_DAMPING)
     hvp_mode: str = arg("retain (keep first-order graphs), recompute (constant memory), forward, or auto "
                         "(retain when the graphs fit --memory-budget)", "auto")
     memory_budget: Optional[float] = arg("what the kept graphs may use with hvp-mode auto, e.g. 2GiB "
@@ -90,6 +95,12 @@ class InfluenceArgs(MethodArgs):
             if not (math.isfinite(wd) and wd >= 0):
                 raise UsageError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
             object.__setattr__(self, "weight_decay", wd)
+        if self.preconditioner not in PRECONDITIONERS:
+            raise UsageError(f"--preconditioner must be one of {', '.join(PRECONDITIONERS)}, got {self.preconditioner!r}")
+        if not (math.isfinite(self.kfac_damping) and self.kfac_damping > 0):
+            raise UsageError(f"--kfac-damping must be a positive number, got {self.kfac_damping}")
+        if self.preconditioner != "none" and (self.solver == "exact" or self.damping):
+            raise UsageError("--preconditioner works with the iterative solvers and without --damping")
         if self.recurrence not in RECURRENCES:
             raise UsageError(f"--recurrence must be one of {', '.join(RECURRENCES)}, got {self.recurrence!r}")
         if self.hvp_mode not in HVP_MODES:
@@ -161,14 +172,13 @@ class InfluenceMethod(Method):
             mode = args.target if args.target != "forget-then-remaining" else ("forget" if k == 1 else "remaining")
             g, G, record = gradients(current, target, len(pool), retain, args, rt, weight_decay)
             record["target"] = mode
-            run = influence(current, J, target, pool, args, rt, weight_decay, retain, rhs=(g, record))
+            # the Newton step's second half for `remaining`: H delta_c = -(g + G), taken at factor 1; both
+            # solves share one Hessian sample
+            wanted = [(g, record)] + ([(-(g + G), record)] if mode == "remaining" else [])
+            solved = influences(current, J, target, pool, args, rt, weight_decay, wanted)
+            run, correction = solved[0], (solved[1] if len(solved) > 1 else None)
             J = run.J
-            seconds += run.seconds
-            correction = None
-            if mode == "remaining":  # the Newton step's second half: H delta_c = -(g + G), taken at factor 1
-                correction = influence(current, J, target, pool, args, rt, weight_decay, retain,
-                                       rhs=(-(g + G), record))
-                seconds += correction.seconds
+            seconds += sum(r.seconds for r in solved)
             start_at = current if correction is None else edited_copy(current, J, correction.delta, 1.0)
             before = scored(scorer, current) if (scorer is not None and k > 1) else None
             if given:

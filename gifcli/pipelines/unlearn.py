@@ -30,6 +30,8 @@ def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, re
         info = outcome.influence.info
         influence = {"stats": outcome.influence.stats, "hessian": info.get("hessian"), "device": info.get("device"),
                      "stationarity": info.get("stationarity"), "seconds": outcome.influence.seconds}
+        if "preconditioner" in info:
+            influence["preconditioner"] = info["preconditioner"]
         if "steps" in info:
             influence.update({k: info[k] for k in ("steps", "steps_taken", "stopped")})
     criterion = task.criterion(args.scale_criterion)

@@ -114,3 +114,23 @@ def test_a_failure_after_the_method_leaves_no_run_folder(runner, quiet, models, 
                         "--device", "cpu", "--data-dir", quiet])
     assert r.exit_code == 1, r.output
     assert not (out / "report.json").exists() and not (out / "edited.safetensors").exists()
+
+
+def test_kfac_preconditioner_is_recorded_and_the_edit_verifies(runner, quiet, models, tmp_path):
+    out = tmp_path / "run"
+    r = invoke(runner, ["remove-class", "--label", 3, "--model", models["clean"], "--out-dir", out, "--device", "cpu",
+                        "--preconditioner", "kfac", *FAST, "--data-dir", quiet])
+    assert r.exit_code == 0, r.output
+    assert "converged" in r.output, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["args"]["preconditioner"] == "kfac"
+    info = report["influence"]
+    for step in info["steps"]:
+        assert step["stats"]["unpreconditioned_residual"] < 1.0
+    assert info["preconditioner"]["fisher"] == "sampled" and info["preconditioner"]["whole_units"] > 0
+    strict = invoke(runner, ["verify", out / "edited.safetensors", "--strict"])
+    assert strict.exit_code == 0, strict.output
+    bad = invoke(runner, ["remove-class", "--label", 3, "--model", models["clean"], "--out-dir", tmp_path / "bad",
+                          "--device", "cpu", "--preconditioner", "kfac", "--solver", "exact", "--data-dir", quiet])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+    assert not (tmp_path / "bad").exists()
