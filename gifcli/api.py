@@ -98,7 +98,7 @@ def influence(model: nn.Module, forget: DataLike, train: DataLike, *, J: Union[S
 
     ``train`` is the retained training data (the Hessian is of its mean loss, and g is scaled by
     1/len(train)). ``options`` are UnlearnArgs fields: solver, tol, max_iter, damping,
-    hessian_samples, seed, recurrence, hvp_mode, memory_budget.
+    preconditioner, kfac_damping, hessian_samples, seed, recurrence, hvp_mode, memory_budget.
     """
     f, fb = as_split(forget)
     t, tb = as_split(train)
