@@ -247,12 +247,12 @@ def influences(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Sp
                                   hess.reduce if rt.dist.enabled else None, args.seed)
             P, pinfo = kfac.apply, kfac.info
         setup = time.perf_counter() - start
+
+        def progress(i: int, total: int, residual: float) -> None:
+            rt.report("solve", i, total, f"rel. residual {residual:.2e}")
+
         for g, stationarity in rhs:
             t0 = time.perf_counter()
-
-            def progress(i: int, total: int, residual: float) -> None:
-                rt.report("solve", i, total, f"rel. residual {residual:.2e}")
-
             try:
                 result: InfluenceResult = solve_influence(args.method, hess, J, g, args.solver_options(), progress, P)
             except (SolverArgumentError, SelectionError) as exc:
