@@ -1,6 +1,6 @@
 """Markdown tables for the docs, printed from the committed results files (nothing is typed in by hand).
 
-    python benchmarks/tables.py solvers|mislabeled|random|imagefolder|distributed|scale|harness|harness_rte|harness_full|hvp|preconditioner
+    python benchmarks/tables.py solvers|mislabeled|random|imagefolder|distributed|scale|harness|harness_rte|harness_full|hvp|preconditioner|resnet18|resnet18_cost
     python benchmarks/tables.py harness converged/harness.json   # the harness tables of another results file
 """
 from __future__ import annotations
@@ -182,6 +182,51 @@ def hvp() -> None:
     for k, v in d["ratios_to_gradient"].items():
         print(f"| {k} | {d['seconds'][k]:.3f} | {v:.2f} |")
     print(json.dumps(d.get("solver_products", {}), indent=1)[:600])
+
+
+def resnet18(name: str = "resnet18_table1.json") -> None:
+    """Table 1 on ResNet-18: ours (self-loss / test loss, self / test accuracy) beside the paper's, in italics."""
+    d = load(name)
+    cells, paper = d.get("table1", {}), d["paper"]
+    ratios = (0.05, 0.1, 0.3, 0.5)
+    print("| criterion | | " + " | ".join(f"MR {100 * r:g} %" for r in ratios) + " |")
+    print("|---|---|" + "---|" * len(ratios))
+    for c, p in paper.items():
+        row = [cells.get(f"{c}-{r:g}") for r in ratios]
+        f = lambda k, fmt: [("-" if x is None else fmt(x[k])) for x in row]  # noqa: E731
+        print(f"| {c} | self-loss ↑ | " + " | ".join(f("self_loss", lambda v: f"{v:.2f}")) + " |")
+        print(f"| | *paper* | " + " | ".join(f"*{v:.2f}*" for v in p["self"]) + " |")
+        print(f"| | test loss ↓ | " + " | ".join(f("test_loss", lambda v: f"{v:.3f}")) + " |")
+        print(f"| | *paper* | " + " | ".join(f"*{v:.2f}*" for v in p["test"]) + " |")
+        print(f"| | self / test acc % | " + " | ".join(
+            "-" if x is None else f"{pct(x['self_accuracy'])} / {pct(x['test_accuracy'])}" for x in row) + " |")
+        print(f"| | scale, products | " + " | ".join(
+            "-" if x is None else f"{x['scale']:.3g}, {x['hvp_products']}" for x in row) + " |")
+    rr = (d.get("retrained_row") or {}).get("report")
+    if rr:
+        print(f"| retrained without 8 | self-loss / test loss | {rr['forget']['loss']:.2f} / {rr['test']['loss']:.3f} "
+              f"| self / test acc % | {pct(rr['forget']['accuracy'])} / {pct(rr['test']['accuracy'])} | |")
+
+
+def resnet18_cost(name: str = "resnet18_table1.json") -> None:
+    """What GIF costs on ResNet-18: training, products, memory, remove-class against training."""
+    d = load(name)
+    t, c, rm = d["train"], d["cost"], d["remove_default"]
+    epochs = len(t["history"])
+    print("| quantity | value |")
+    print("|---|---|")
+    print(f"| training, {epochs} epochs (s; s per epoch) | {t['train_seconds']:.0f}; {t['train_seconds'] / epochs:.0f} |")
+    for mode in ("retain", "recompute"):
+        m = c[mode]
+        print(f"| {mode}: gradient over the {m['hessian_samples']}-image Hessian sample (s) | {m['gradient_seconds']:.2f} |")
+        print(f"| {mode}: one H_J^T H_J product, eq. 13 (s; ratio to the gradient) | "
+              f"{m['product_seconds']:.2f}; {m['product_to_gradient']:.2f} |")
+        print(f"| {mode}: peak resident memory of the measuring process (MiB) | {m['peak_rss_mib']:.0f} |")
+    print(f"| gradient over the {c['retain']['forget_size']} training images of 8 (s) | "
+          f"{c['retain']['forget_gradient_seconds']:.1f} |")
+    print(f"| `gif remove-class --label 8`, defaults: wall seconds; products; HVP mode; peak memory (MiB) | "
+          f"{rm['wall_seconds']:.0f}; {rm['hvp_products']}; {rm['hvp_mode']}; {rm['peak_rss_mib']:.0f} |")
+    print(f"| remove-class / training time | {rm['wall_seconds'] / t['train_seconds']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ class TrainConfig:
     scheduler: str = field(default="step", metadata={"help": "'step' (x gamma at milestones), 'cosine' or 'none'"})
     milestones: tuple[int, ...] = field(default=(10, 15), metadata={"help": "epochs where 'step' multiplies the lr by gamma"})
     gamma: float = field(default=0.1, metadata={"help": "factor of the step scheduler"})
-    t_max: int = field(default=200, metadata={"help": "period (epochs) of the cosine scheduler"})
+    t_max: Optional[int] = field(default=None, metadata={"help": "period (epochs) of the cosine scheduler (default: "
+                                                                 "the run's epochs, so the lr ends near 0)"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and shuffling"})
 
     def __post_init__(self) -> None:
@@ -44,6 +45,8 @@ class TrainConfig:
         if self.scheduler not in ("step", "cosine", "none"):
             raise UsageError(f"unknown scheduler {self.scheduler!r}; choose step, cosine or none")
         for name in ("epochs", "batch_size", "t_max"):
+            if name == "t_max" and self.t_max is None:
+                continue
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("lr", "momentum", "weight_decay", "gamma"):

@@ -27,7 +27,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), cfg.gamma)
     if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.t_max)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.t_max or cfg.epochs)
     return None
 
 

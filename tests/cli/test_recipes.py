@@ -3,6 +3,7 @@ CIFAR-shaped ``tensors:`` file (CIFAR-10 itself is not needed to check the path)
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -44,3 +45,35 @@ def test_vgg11_cifar_recipe_trains_and_removes_a_class(runner, tmp_path):
     report = json.loads((run / "report.json").read_text())
     assert report["influence"]["stats"]["hvp_products"] > 0
     assert report["model"] == str(ckpt)
+
+
+def test_resnet18_mnist_recipe_is_torchvisions_model_on_repeated_grey(runner, tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(10).repeat_interleave(6)
+    x = (torch.rand(len(y), 28, 28, generator=gen) * 60 + y[:, None, None] * 19).clamp(0, 255).to(torch.uint8)
+    data = tmp_path / "mnist_shaped.safetensors"
+    write_tensors(data, x, y, x[::3], y[::3], [str(k) for k in range(10)])
+    recipe = yaml.safe_load((CONFIGS / "mnist_resnet18.yaml").read_text())
+    ckpt = tmp_path / "r18.safetensors"
+    r = invoke(runner, ["train", "--config", CONFIGS / "mnist_resnet18.yaml", "--dataset", f"tensors:{data}",
+                        "--epochs", 2, "--out", ckpt, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    model, meta = load_checkpoint(ckpt)
+    import torchvision
+
+    assert isinstance(model, torchvision.models.ResNet) and meta["input_shape"] == [3, 28, 28]
+    assert model.conv1.in_channels == 3 and model.conv1.kernel_size == (7, 7)  # torchvision's own stem, unchanged
+    trained = meta["train_config"]
+    for key in ("lr", "momentum", "weight_decay", "batch_size", "scheduler", "channels"):
+        assert trained[key] == recipe[key], (key, trained)
+    # the cosine schedule spans the run's epochs, also when --epochs overrides the recipe's
+    assert [h["lr"] for h in meta["history"]] == pytest.approx([0.1, 0.05])
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")
+                                        if "epochs" in yaml.safe_load(p.read_text())))
+def test_every_training_recipe_shipped_is_a_valid_config(path):
+    from gifcli.config import load_train_config
+
+    cfg = load_train_config(CONFIGS / path)
+    assert cfg.epochs == yaml.safe_load((CONFIGS / path).read_text())["epochs"]
