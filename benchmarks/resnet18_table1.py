@@ -112,7 +112,8 @@ def edit_row(report: dict) -> dict:
             "test_loss": e["test"]["loss"], "test_accuracy": e["test"]["accuracy"],
             "forget_test_accuracy": e["forget_test"]["accuracy"],
             "base_test_accuracy": b["test"]["accuracy"], "base_test_loss": b["test"]["loss"],
-            "base_self_loss": b["forget"]["loss"],
+            "base_self_loss": b["forget"]["loss"], "base_self_accuracy": b["forget"]["accuracy"],
+            "base_forget_test_accuracy": b["forget_test"]["accuracy"],
             "scale": report.get("scale"), "hyper": report.get("hyper"),
             "hvp_products": stats.get("hvp_products"), "solver_converged": stats.get("converged"),
             "final_relative_residual": stats.get("final_relative_residual"),
@@ -201,6 +202,9 @@ def main() -> None:
     ap.add_argument("--config", default="configs/mnist_resnet18.yaml")
     ap.add_argument("--table-hessian-samples", type=int, default=256,
                     help="Hessian sample of the 16 Table 1 cells (the default remove-class keeps gif's default)")
+    ap.add_argument("--table-extra", default="",
+                    help="more remove-class options for the Table 1 cells, e.g. '--gradient-samples 4096' (a smaller "
+                         "sample for the stationarity check, which does not change a --target forget edit)")
     ap.add_argument("--cost-hessian-samples", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--adopt-base", default=None,
@@ -245,15 +249,16 @@ def main() -> None:
             log("stage table1", key)
             cells[key] = stage_remove(store, base, f"table1/{key}",
                                       ["--criterion", c, "--ratio", str(r), "--target", "forget", "--newton-steps", "1",
-                                       "--hessian-samples", str(args.table_hessian_samples)])
+                                       "--hessian-samples", str(args.table_hessian_samples),
+                                       *shlex.split(args.table_extra)])
             state["provenance"] = provenance(kind="benchmark")
             write_json(results_path, state)
     stage("retrained_row", lambda: stage_evaluate(store, retrained))
     stage("cost", lambda: stage_cost(store, base, args.cost_hessian_samples, args.repeats))
     for name, rec in [("remove-default", state.get("remove_default"))] + [
             (f"table1/{k}", v) for k, v in state.get("table1", {}).items()]:
-        if rec is not None and not rec.get("selected") and (store / name / "mask.json").exists():
-            rec["selected"] = selected(store / name)
+        if rec is not None and (store / name / "report.json").exists():  # fields added since the stage ran
+            rec.update(edit_row(read_report(store / name)), selected=selected(store / name))
     state["paper"] = PAPER
     write_json(results_path, state)
     log("done:", results_path)
