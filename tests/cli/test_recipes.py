@@ -15,6 +15,21 @@ from .conftest import invoke
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
+def train_recipe(runner, tmp_path, config: str, data, epochs: int, keys: tuple):
+    """Train the shipped recipe ``config`` on ``data`` for ``epochs``; check that ``keys`` are recorded
+    as the recipe has them; return (checkpoint, model, metadata)."""
+    recipe = yaml.safe_load((CONFIGS / config).read_text())
+    ckpt = tmp_path / "model.safetensors"
+    r = invoke(runner, ["train", "--config", CONFIGS / config, "--dataset", f"tensors:{data}",
+                        "--epochs", epochs, "--out", ckpt, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    model, meta = load_checkpoint(ckpt)
+    trained = meta["train_config"]
+    for key in keys:  # the recipe, as recorded
+        assert trained[key] == recipe[key], (key, trained)
+    return ckpt, model, meta
+
+
 def test_vgg11_cifar_recipe_trains_and_removes_a_class(runner, tmp_path):
     gen = torch.Generator().manual_seed(0)
     classes = 10
@@ -28,16 +43,9 @@ def test_vgg11_cifar_recipe_trains_and_removes_a_class(runner, tmp_path):
     (tx, ty), (vx, vy) = images(12), images(3)
     data = tmp_path / "cifar_shaped.safetensors"
     write_tensors(data, tx, ty, vx, vy, [f"c{k}" for k in range(classes)])
-    recipe = yaml.safe_load((CONFIGS / "cifar10_vgg11.yaml").read_text())
-    ckpt = tmp_path / "vgg11.safetensors"
-    r = invoke(runner, ["train", "--config", CONFIGS / "cifar10_vgg11.yaml", "--dataset", f"tensors:{data}",
-                        "--epochs", 1, "--out", ckpt, "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    model, meta = load_checkpoint(ckpt)
+    ckpt, model, meta = train_recipe(runner, tmp_path, "cifar10_vgg11.yaml", data, 1,
+                                     ("lr", "momentum", "weight_decay", "batch_size", "scheduler"))
     assert type(model).__name__ == "VGG11" and meta["input_shape"] == [3, 32, 32]
-    trained = meta["train_config"]
-    for key in ("lr", "momentum", "weight_decay", "batch_size", "scheduler"):  # the recipe, as recorded
-        assert trained[key] == recipe[key], (key, trained)
     run = tmp_path / "run"
     r = invoke(runner, ["remove-class", "--label", 3, "--model", ckpt, "--hessian-samples", 32, "--max-iter", 5,
                         "--newton-steps", 1, "--scale", "1,4,16", "--out-dir", run, "--device", "cpu"])
@@ -53,19 +61,12 @@ def test_resnet18_mnist_recipe_is_torchvisions_model_on_repeated_grey(runner, tm
     x = (torch.rand(len(y), 28, 28, generator=gen) * 60 + y[:, None, None] * 19).clamp(0, 255).to(torch.uint8)
     data = tmp_path / "mnist_shaped.safetensors"
     write_tensors(data, x, y, x[::3], y[::3], [str(k) for k in range(10)])
-    recipe = yaml.safe_load((CONFIGS / "mnist_resnet18.yaml").read_text())
-    ckpt = tmp_path / "r18.safetensors"
-    r = invoke(runner, ["train", "--config", CONFIGS / "mnist_resnet18.yaml", "--dataset", f"tensors:{data}",
-                        "--epochs", 2, "--out", ckpt, "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    model, meta = load_checkpoint(ckpt)
+    _, model, meta = train_recipe(runner, tmp_path, "mnist_resnet18.yaml", data, 2,
+                                  ("lr", "momentum", "weight_decay", "batch_size", "scheduler", "channels"))
     import torchvision
 
     assert isinstance(model, torchvision.models.ResNet) and meta["input_shape"] == [3, 28, 28]
     assert model.conv1.in_channels == 3 and model.conv1.kernel_size == (7, 7)  # torchvision's own stem, unchanged
-    trained = meta["train_config"]
-    for key in ("lr", "momentum", "weight_decay", "batch_size", "scheduler", "channels"):
-        assert trained[key] == recipe[key], (key, trained)
     # the cosine schedule spans the run's epochs, also when --epochs overrides the recipe's
     assert [h["lr"] for h in meta["history"]] == pytest.approx([0.1, 0.05])
 
