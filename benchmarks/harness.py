@@ -192,6 +192,7 @@ def main() -> None:
             ref_seconds = retrained.meta["train_seconds"]
             for spec in method_specs(args.methods):
                 name_of, method, options = parse_method(spec)
+                warnings: list = []
                 if method == "retrain":
                     metrics, seconds, hyper = ref, ref_seconds, {"epochs": h.cfg.epochs}
                 elif method == "unedited":
@@ -202,11 +203,13 @@ def main() -> None:
                                  base.context(), report=False)
                     seconds = time.perf_counter() - t
                     metrics, hyper = unlearning_metrics(result.model, data, task, rt), result.outcome.hyper
+                    warnings = result.outcome.summary.get("warnings", [])
                 row = {"setting": name, "method": name_of, "options": options, "criterion": None, "ratio": None, "seed": seed,
                        "hyper": hyper, "method_seconds": seconds, "selected": None, **metrics,
-                       "avg_gap": avg_gap(metrics, ref, GAP_KEYS), "rte": seconds / ref_seconds}
+                       "avg_gap": avg_gap(metrics, ref, GAP_KEYS), "rte": seconds / ref_seconds, "warnings": warnings}
                 rows.append(row)
-                log(name, seed, name_of, f"gap {100 * row['avg_gap']:.2f}", f"{seconds:.0f} s", hyper)
+                log(name, seed, name_of, f"gap {100 * row['avg_gap']:.2f}", f"{seconds:.0f} s", hyper,
+                    *(f"warning: {w}" for w in warnings))
             results[name] = {"rows": rows, "summary": summarise(rows), "seeds": [int(s) for s in args.seeds.split(",")],
                              "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt),
                              "seconds": time.perf_counter() - setting_start}  # training included

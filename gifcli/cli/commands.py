@@ -494,6 +494,7 @@ def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, devi
         if search and "scale" not in result.outcome.hyper:
             shown.append(f"{args.method}: {len(search)} settings tried on validation "
                          f"({report.get('hyper_choice', 'validation search')})")
+        shown += [("warning", w) for w in report.get("warnings", [])]
         return shown
 
     with Bars() as bars:

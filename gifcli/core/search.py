@@ -68,7 +68,18 @@ class SearchMethod(Method):
                                   self.budget(args))
         best = best_row(rows, order="order")
         hyper = {k: best[k] for k in self.keys}
-        return MethodOutcome(edited, {**hyper, "search_budget": len(rows)}, rows, {}, time.perf_counter() - start)
+        summary = {}
+        if not best.get("feasible", True):  # said, never silent: the bound was not met by any setting
+            summary["warnings"] = [infeasible_warning(self.name, task.criterion(args.scale_criterion), len(rows))]
+        return MethodOutcome(edited, {**hyper, "search_budget": len(rows)}, rows, {}, time.perf_counter() - start,
+                             summary)
+
+
+def infeasible_warning(method: str, criterion: str, tried: int) -> str:
+    """What a run says when none of its settings met the criterion's bound on validation."""
+    bound = {"privacy": " (validation accuracy within 0.5 points of the unedited model's)"}.get(criterion, "")
+    return (f"{method}: none of the {tried} settings tried met the {criterion} criterion's bound{bound}; "
+            f"the best-scoring one was kept: check the edited model's accuracy, or search milder settings")
 
 
 def optimizer(model: nn.Module, lr: float, ctx: ModelContext) -> torch.optim.Optimizer:

@@ -473,8 +473,18 @@ class Data:
         for key in ("channels", "size", "mean", "std"):
             mine = getattr(self.spec, key)
             theirs = recorded.get(key)
-            if theirs is not None and mine is not None and (list(mine) if isinstance(mine, tuple) else mine) != theirs:
+            if theirs is not None and mine is not None and not _same_setting(mine, theirs, key):
                 raise UsageError(f"{what} was made with {key} {theirs}, the dataset given has {key} {mine}")
+
+
+def _same_setting(mine: Any, theirs: Any, key: str) -> bool:
+    """A recorded data setting matches; mean and std computed from the data match to rel. 1e-9 (a
+    float reduction's last digits depend on the machine and its thread count)."""
+    mine = list(mine) if isinstance(mine, tuple) else mine
+    if key not in ("mean", "std") or not isinstance(theirs, list) or not isinstance(mine, list):
+        return mine == theirs
+    return len(mine) == len(theirs) and all(math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+                                            for a, b in zip(mine, theirs))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,22 @@ from .datasets import DATASET_KINDS, Data, DatasetKind, DatasetSpec, ImageTensor
 KEYS = ("train_x", "train_y", "test_x", "test_y")
 
 
+def uint8_channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) standard deviation of uint8 images ``(N, C, H, W)`` scaled to
+    [0, 1], computed exactly from integer counts of each pixel value: the same bits whatever the
+    thread count (a float reduction's order, and so its last digits, depends on it, and the result
+    is recorded in every checkpoint and forget set made from the data)."""
+    values = torch.arange(256, dtype=torch.int64)
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        counts = torch.bincount(x[:, c].reshape(-1).to(torch.int64), minlength=256)
+        n, s1, s2 = int(counts.sum()), int((counts * values).sum()), int((counts * values * values).sum())
+        means.append(s1 / (255 * n))
+        var = (n * s2 - s1 * s1) / (n * (n - 1) * 255 * 255) if n > 1 else 0.0  # exact integers, one rounding
+        stds.append(max(var ** 0.5, 1e-6))
+    return torch.tensor(means, dtype=torch.float64), torch.tensor(stds, dtype=torch.float64)
+
+
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], Optional[list[str]]]:
     try:
         if path.suffix == ".npz":
@@ -90,8 +106,7 @@ def load_tensors(spec: DatasetSpec, data_dir: Optional[str] = None, download: bo
     channels = spec.channels or own
     mean, std = spec.mean, spec.std
     if tx.dtype == torch.uint8 and (mean is None or std is None):
-        x = tx.to(torch.float64) / 255.0
-        m, s = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp(min=1e-6)
+        m, s = uint8_channel_stats(tx)
         if channels and own and channels != own:
             m, s = m.repeat(channels // own), s.repeat(channels // own)
         mean, std = mean or tuple(m.tolist()), std or tuple(s.tolist())

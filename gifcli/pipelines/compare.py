@@ -91,7 +91,7 @@ def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]]
                "selected": result.outcome.influence.J.size if result.outcome.influence else None,
                "solver_stats": {k: (report.get("influence") or {}).get("stats", {}).get(k)
                                 for k in ("iterations", "hvp_products", "final_relative_residual", "converged")},
-               **metrics, "validation_sweep": result.outcome.search, "cell": tag}
+               **metrics, "validation_sweep": result.outcome.search, "warnings": report["warnings"], "cell": tag}
         if args.method == "retrain" and retrained is None:
             references[args.seed] = {"metrics": metrics, "seconds": result.outcome.seconds, "model": tag}
         rows.append(row)

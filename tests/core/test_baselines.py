@@ -137,3 +137,41 @@ def test_attack_features_by_hand():
     assert float(f["entropy"]) == pytest.approx(float(-(p * p.log()).sum()))
     m = -(1 - p[1]) * p[1].log() - p[0] * (1 - p[0]).log() - p[2] * (1 - p[2]).log()
     assert float(f["m_entropy"]) == pytest.approx(float(m))
+
+
+def test_a_search_with_no_setting_inside_the_criterions_bound_says_so():
+    """privacy keeps validation accuracy within 0.5 points; when every setting breaks that bound the
+    best-scoring one is kept and the outcome carries a warning (the CLI prints it, report.json and
+    the harness record it), never a silent choice."""
+    torch.manual_seed(0)
+    x = torch.randn(60, 4, dtype=torch.float64)
+    y = (x[:, 0] > 0).long()
+    model = nn.Linear(4, 2).double()
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()
+        model.weight[1, 0], model.weight[0, 0] = 5.0, -5.0  # the rule itself: 100 % on these points
+    split = Split.of(ImageTensors(x, y))
+    data = SplitData(split.where(torch.arange(10, 40)), split.where(torch.arange(40, 60)), None, 2)
+    task = GivenForget(split.where(torch.arange(10)))
+    rt = Runtime(batch_size=8)
+
+    class Scripted(Finetune):  # the search and its bookkeeping are Finetune's; the settings are given
+        def __init__(self, flips):
+            self.flips = flips
+
+        def candidates(self, model, task, data, args, rt, ctx):
+            for i, flip in enumerate(self.flips):
+                m = copy.deepcopy(model)
+                with torch.no_grad():
+                    m.weight.mul_(flip)  # -1: every answer swapped, validation accuracy 0 %
+                yield {"lr": 0.1 * (i + 1), "epochs": 1}, m
+
+    ctx = ModelContext(0.0, {})
+    bad = Scripted([-1.0, -1.0]).unlearn(model, task, data, UnlearnArgs("finetune"), rt, ctx)
+    assert not any(r["feasible"] for r in bad.search)
+    (warning,) = bad.summary["warnings"]
+    assert "none of the 2 settings tried met the privacy criterion's bound" in warning
+    good = Scripted([1.0, -1.0]).unlearn(model, task, data, UnlearnArgs("finetune"), rt, ctx)
+    assert good.search[0]["feasible"] and not good.summary.get("warnings")
+    assert good.hyper["lr"] == 0.1

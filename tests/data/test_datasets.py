@@ -69,3 +69,51 @@ def test_concat_of_two_datasets_yields_both_in_order():
     x, y = torch.cat([xb for xb, _ in batches(joined, 3)]), torch.cat([yb for _, yb in batches(joined, 3)])
     torch.testing.assert_close(x, torch.cat([xa[[4, 1]], xb[[2, 0]]]))
     assert y.tolist() == [1, 1, 0, 2] and joined.labels.tolist() == [1, 1, 0, 2]
+
+
+def test_tensor_file_statistics_are_exact_and_the_same_on_any_thread_count(tmp_path):
+    """The mean/std gif computes for a uint8 tensors file is recorded in every checkpoint and
+    forget set made from it: it must not depend on the reduction order (thread count)."""
+    from fractions import Fraction
+
+    from gifcli.data.tensorfile import write_tensors
+
+    gen = torch.Generator().manual_seed(0)
+    tx = torch.randint(0, 256, (300, 2, 9, 9), generator=gen, dtype=torch.uint8)
+    ty = torch.randint(0, 3, (300,), generator=gen)
+    path = tmp_path / "d.safetensors"
+    write_tensors(path, tx, ty, tx[:10].clone(), ty[:10].clone())
+    threads = torch.get_num_threads()
+    try:
+        got = []
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            spec = load_data(DatasetSpec.parse(f"tensors:{path}")).spec
+            got.append((spec.mean, spec.std))
+    finally:
+        torch.set_num_threads(threads)
+    assert got[0] == got[1] == got[2]
+    for c in range(2):  # by hand, in exact rationals: sum(v) / n / 255 and the unbiased variance
+        v = [int(a) for a in tx[:, c].reshape(-1).tolist()]
+        n, s1, s2 = len(v), sum(v), sum(a * a for a in v)
+        mean = Fraction(s1, n * 255)
+        var = Fraction(n * s2 - s1 * s1, n * (n - 1) * 255 * 255)
+        assert got[0][0][c] == float(mean)
+        assert abs(got[0][1][c] - float(var) ** 0.5) <= 1e-15
+
+
+def test_a_computed_mean_or_std_matches_its_record_to_rounding_only(tmp_path):
+    from gifcli.data.tensorfile import write_tensors
+    from gifcli.errors import UsageError as Usage
+
+    tx = torch.randint(0, 256, (50, 1, 4, 4), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    ty = torch.arange(50) % 2
+    path = tmp_path / "d.safetensors"
+    write_tensors(path, tx, ty, tx[:5].clone(), ty[:5].clone())
+    data = load_data(DatasetSpec.parse(f"tensors:{path}"))
+    record = data.record()
+    nudged = {**record, "std": [record["std"][0] * (1 + 3e-10)]}  # another machine's last digits
+    data.check_record(nudged, "the checkpoint")
+    moved = {**record, "std": [record["std"][0] * (1 + 1e-6)]}
+    with pytest.raises(Usage, match="was made with std"):
+        data.check_record(moved, "the checkpoint")
