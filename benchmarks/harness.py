@@ -161,7 +161,7 @@ def main() -> None:
                 rows = s["rows"] + v["rows"]
                 rank = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in rows))}
                 rows.sort(key=lambda r: (rank[r["method"]], r["seed"]))
-                s.update(rows=rows, summary=summarise(rows), seeds=sorted(s["seeds"] + v["seeds"]),
+                s.update(rows=rows, summary=summarise(rows), seeds=sorted(set(s["seeds"]) | set(v["seeds"])),
                          seconds=s["seconds"] + v["seconds"])
                 s["base_by_seed"][str(v["seeds"][0])] = v.get("base")
         out = {"settings": settings,
