@@ -25,7 +25,7 @@ from ..models.specs import set_eval
 from .args import Runtime, UnlearnArgs
 from .methods import Method, MethodOutcome, ModelContext
 from .steps import best_row, check_scored, scored
-from .tasks import Scorer, Task
+from .tasks import PRIVACY_ACCURACY_SLACK, Scorer, Task
 from .walk import to_model
 
 
@@ -77,7 +77,8 @@ class SearchMethod(Method):
 
 def infeasible_warning(method: str, criterion: str, tried: int) -> str:
     """What a run says when none of its settings met the criterion's bound on validation."""
-    bound = {"privacy": " (validation accuracy within 0.5 points of the unedited model's)"}.get(criterion, "")
+    bound = {"privacy": f" (validation accuracy within {100 * PRIVACY_ACCURACY_SLACK:g} points of the unedited "
+                        "model's)"}.get(criterion, "")
     return (f"{method}: none of the {tried} settings tried met the {criterion} criterion's bound{bound}; "
             f"the best-scoring one was kept: check the edited model's accuracy, or search milder settings")
 
