@@ -35,7 +35,7 @@ from common import ROOT, flipped_mnist, log, runtime
 
 from gifcli.config import load_train_config
 from gifcli.core.args import UnlearnArgs
-from gifcli.core.metrics import avg_gap
+from gifcli.core.metrics import agreement, avg_gap, mean_kl
 from gifcli.core.run import run
 from gifcli.core.tasks import BackdoorRecovery, ClassRemoval, SampleRemoval
 from gifcli.data.datasets import DatasetSpec, load_data
@@ -204,11 +204,16 @@ def main() -> None:
                     seconds = time.perf_counter() - t
                     metrics, hyper = unlearning_metrics(result.model, data, task, rt), result.outcome.hyper
                     warnings = result.outcome.summary.get("warnings", [])
+                edited = retrained.model if method == "retrain" else (base.model if method == "unedited" else result.model)
+                probe = task.forget_probe(data)  # the forgotten data a retrained model never saw
+                outputs_vs = {"agreement_forget": agreement(edited, retrained.model, probe, rt),
+                              "kl_forget": mean_kl(retrained.model, edited, probe, rt)}
                 row = {"setting": name, "method": name_of, "options": options, "criterion": None, "ratio": None, "seed": seed,
-                       "hyper": hyper, "method_seconds": seconds, "selected": None, **metrics,
+                       "hyper": hyper, "method_seconds": seconds, "selected": None, **metrics, **outputs_vs,
                        "avg_gap": avg_gap(metrics, ref, GAP_KEYS), "rte": seconds / ref_seconds, "warnings": warnings}
                 rows.append(row)
-                log(name, seed, name_of, f"gap {100 * row['avg_gap']:.2f}", f"{seconds:.0f} s", hyper,
+                log(name, seed, name_of, f"gap {100 * row['avg_gap']:.2f}",
+                    f"agreement {100 * (row['agreement_forget'] or 0):.1f} %", f"{seconds:.0f} s", hyper,
                     *(f"warning: {w}" for w in warnings))
             results[name] = {"rows": rows, "summary": summarise(rows), "seeds": [int(s) for s in args.seeds.split(",")],
                              "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt),

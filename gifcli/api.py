@@ -106,7 +106,9 @@ def influence(model: nn.Module, forget: DataLike, train: DataLike, *, J: Union[S
     options.setdefault("target", "forget")  # one vector: the paper's (``target="remaining"``: minus G)
     args = UnlearnArgs(method=method, **options)
     index_set = J.J if isinstance(J, Selection) else J
-    return _influence(_copy(model, rt.device), index_set, GivenForget(f).target(None), t, args, rt, weight_decay)
+    task = GivenForget(f)
+    return _influence(_copy(model, rt.device), index_set, task.target(None), t, args, rt, weight_decay,
+                      training=task.training(SplitData(t)))
 
 
 def apply(model: nn.Module, influence_run: InfluenceRun, scale: float) -> nn.Module:

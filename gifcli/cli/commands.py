@@ -365,7 +365,7 @@ def influence_cmd(
     with Bars() as bars:
         rt = rt_for(device, batch_size, workers, bars, deterministic)
         run = influence(loaded.model, J, task.target(data), hessian_data(task, data, args), args, rt, wd,
-                        task.retain(data))
+                        task.retain(data), training=task.training(data))
     if rt.dist.is_main:
         write_influence_file(out_path, run, loaded, mask if args.method != "if" else None)
     note = hvp_note({**(run.info.get("hessian") or {}), **run.environment})
@@ -487,6 +487,8 @@ def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, devi
         env = result.outcome.influence.environment if result.outcome.influence is not None else {}
         shown += [line for line in (hvp_note({**(inf.get("hessian") or {}), **env}), solver_line(inf.get("stats")))
                   if line]
+        if report.get("decision"):
+            shown.append(f"{args.method}: {report['decision']}")
         caution = stationarity_warning(inf.get("stationarity"))
         if caution:
             shown.append(("warning", caution))

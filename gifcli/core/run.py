@@ -58,9 +58,13 @@ def run(task: Task, model: nn.Module, data: Data, args: UnlearnArgs, rt: Runtime
         outcome = method.unlearn(model, task, data, args, rt, ctx)
         result = UnlearnResult(task.describe(), args.method, args.as_dict(), outcome)
         result.extras["runtime"] = rt.record()
+        phases = {"method": outcome.seconds, **{f"method.{k}": v for k, v in outcome.summary.get("phases", {}).items()}}
         if report:
             rt.report("evaluate", 0, None, "test set")
+            t = time.perf_counter()
             result.base = unlearning_metrics(model, data, task, rt, mia=False)
             result.edited = unlearning_metrics(outcome.edited, data, task, rt, mia=False)
+            phases["evaluation"] = time.perf_counter() - t
+        result.extras["phases"] = {k: round(v, 4) for k, v in phases.items()}
     result.seconds = time.perf_counter() - start
     return result

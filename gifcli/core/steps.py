@@ -18,7 +18,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from ..data.datasets import BATCH, Split, batches
 from ..errors import GifError, NonFiniteError, UsageError
-from ..math.hvp import HessianSample
+from ..math.hvp import HessianSample, loss_gradient_sum
 from ..math.influence import METHODS as INFLUENCE_METHODS, InfluenceResult, apply_update, influence as solve_influence
 from ..math.params import IndexSet, ParamSpace
 from ..math.selection import HOOK_CRITERIA, Selection, SelectionError, gradient_scores, output_sums, select as select_J
@@ -26,9 +26,8 @@ from ..math.solvers import SolverArgumentError
 from ..models.specs import set_eval
 from .args import Runtime, UnlearnArgs
 from .tasks import Scorer, Target
-from .walk import shard_batches, summed_gradient
+from .walk import masked_outputs, shard_batches, summed_gradient
 
-DEFAULT_SCALES = tuple(round(2 ** (k / 2), 6) for k in range(-20, 23))  # 2^-10 .. 2^11, x sqrt(2)
 GRAPH_BUDGET_SHARE = 0.5  # hvp-mode auto: the kept graphs may use this share of free memory
 
 
@@ -55,7 +54,35 @@ def target_gradient(model: nn.Module, target: Target, pool_size: int, rt: Runtim
     return g / pool_size
 
 
-TARGETS = ("forget", "remaining", "forget-then-remaining")
+TARGETS = ("auto", "forget", "remaining", "forget-then-remaining", "masked")
+
+
+def soft_cross_entropy_sum(outputs_: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """sum_i CE(z_i, q_i) = -sum_i sum_k q_ik log softmax(z_i)_k, for soft targets q."""
+    return -(targets.to(outputs_.dtype) * torch.log_softmax(outputs_, 1)).sum()
+
+
+def masked_target_gradient(model: nn.Module, target: Target, wanted: torch.Tensor, pool_size: int,
+                           rt: Runtime) -> torch.Tensor:
+    """The right-hand side of ``--target masked``: minus the gradient of sum_i CE(z(x_i), q_i) over the
+    forget samples, / |Hessian pool|, with ``wanted`` the fixed target rows q (:func:`masked_outputs`
+    of the unedited model). Minus, so that ``theta_J - scale * delta`` descends toward q under gif's
+    sign convention (delta solves H_J delta = -rhs). At the unedited weights it is the paper's g with
+    each image weighted by p / (1 - p), p the model's probability of the masked label."""
+    split = target.split
+    positions = rt.dist.shard(torch.arange(len(split)))
+    rows = wanted[positions]
+
+    def pairs():
+        done = 0
+        for x, _ in batches(split, BATCH, rt.workers, positions):
+            yield x, rows[done:done + len(x)]
+            done += len(x)
+
+    total, _ = loss_gradient_sum(model, pairs(), soft_cross_entropy_sum, rt.dist.sum if rt.dist.enabled else None)
+    if not bool(torch.isfinite(total).all()):
+        raise NonFiniteError("the gradient toward the masked outputs is not finite")
+    return -total / pool_size
 # the stationarity check warns when the training objective's gradient at theta is larger than the
 # forget set's own: there the forget gradient alone no longer stands for minus the remaining one
 STATIONARITY_WARN_RATIO = 1.0
@@ -93,23 +120,133 @@ def gradients(model: nn.Module, target: Target, pool_size: int, retain: Split, a
     return g, G, record
 
 
+# ---------------------------------------------------------------------------------------------
+# how far the model is from a stationary point of its training objective
+STATIONARITY_COHERENCE = 0.05  # above it, the model is off its optimum (measured: see docs/methods.md)
+STATIONARITY_BATCH = 128  # the batch whose means give the per-sample gradients' spread
+STATIONARITY_UNBOUNDED = 1e6  # recorded when the gradients have no spread but a non-zero mean
+STATIONARITY_START = 2048  # the first sample; doubled while the decision is within two standard errors
+
+
+def gradient_coherence(model: nn.Module, training: Split, seed: int, rt: Runtime, weight_decay: float = 0.0,
+                       start: int = STATIONARITY_START, threshold: float = STATIONARITY_COHERENCE) -> dict:
+    """How far ``model`` is from a stationary point of its training objective, in a unit that does
+    not depend on the forget set: the coherence ``c = |mu| / sigma`` of the per-sample gradients,
+    with ``mu`` their mean (+ weight_decay * theta) and ``sigma^2`` the trace of their covariance.
+
+    A converged model's mean gradient is at the level of its own sampling noise (``c`` near 0); a
+    model still descending has a mean that stands out of the noise. ``sigma^2`` comes from the spread
+    of means over batches of :data:`STATIONARITY_BATCH`; ``|mu|^2`` is debiased by the noise a mean
+    of ``n`` samples carries (``sigma^2 / n``). The sample starts at ``start`` samples of
+    ``training`` (drawn under ``seed``) and doubles while ``c`` is within two standard errors
+    (``1 / sqrt(n)``) of ``threshold``, up to the whole training set.
+    Returns the record: ``coherence``, ``standard_error``, ``samples``, ``stationary`` and the norms.
+    """
+    order = torch.randperm(len(training), generator=torch.Generator().manual_seed(seed + 7))
+    local: Optional[torch.Tensor] = None  # this rank's summed gradient
+    squares, count_batches, count, used = 0.0, 0, 0, 0
+    target = min(start, len(training))
+    batch = max(1, min(STATIONARITY_BATCH, target // 4))  # at least four batches to measure their spread
+    theta = parameters_to_vector(model.parameters()).detach() if weight_decay else None
+    while True:
+        block = order[used:target].sort().values
+        used = target
+        for x, y in batches(training.where(block), batch, rt.workers, rt.dist.shard(torch.arange(len(block)))):
+            s, k = loss_gradient_sum(model, [(x, y)], rt.loss)
+            s = s.double()
+            squares += float((s / k).pow(2).sum())
+            count_batches, count = count_batches + 1, count + k
+            local = s if local is None else local + s
+        total = rt.dist.sum(local.clone()) if local is not None else None
+        if total is None:
+            raise GifError("no training data to measure the model's stationarity on")
+        squares_all, k_all, n = rt.dist.sum_scalars(squares, count_batches, count)
+        mean_loss_gradient = total / n
+        mean = mean_loss_gradient if theta is None else mean_loss_gradient + weight_decay * theta.to(total.dtype)
+        # the trace of the covariance of one batch's mean gradient, then of one sample's
+        batch_spread = (squares_all - k_all * float(mean_loss_gradient.pow(2).sum())) / max(k_all - 1, 1)
+        sigma2 = max(batch_spread, 0.0) * batch
+        mean2 = float(mean.pow(2).sum())
+        if sigma2 > 0:
+            coherence = math.sqrt(max(mean2 / sigma2 - 1.0 / n, 0.0))
+        else:  # every sample's gradient the same: stationary exactly when that gradient is zero
+            coherence = 0.0 if mean2 == 0 else STATIONARITY_UNBOUNDED
+        error = 1.0 / math.sqrt(n)
+        decided = abs(coherence - threshold) > 2 * error
+        if decided or target >= len(training):
+            break
+        target = min(2 * target, len(training))
+    return {"coherence": coherence, "threshold": threshold, "standard_error": error, "samples": int(n), "batch": batch,
+            "training_size": len(training), "mean_gradient_norm": math.sqrt(mean2),
+            "sample_gradient_spread": math.sqrt(sigma2), "resolved": decided,
+            "stationary": coherence <= threshold, "weight_decay": weight_decay}
+
+
+
+def stationarity_record(coherence: dict, g: torch.Tensor, pool_size: int) -> dict:
+    """What the edit's files record of the model's stationarity: the coherence measurement and, in
+    the units of ``g`` (summed over the forget set / |Hessian pool|), the training objective's
+    gradient estimated from the same sample (debiased: the part that stands out of the sampling
+    noise) and its ratio to the forget set's own."""
+    # the mean gradient's norm less the noise a mean of `samples` carries: 0 where it is all noise
+    debiased = coherence["coherence"] * coherence["sample_gradient_spread"]
+    training = debiased * coherence["training_size"] / pool_size
+    forget = float(g.norm())
+    return {**coherence, "forget_gradient_norm": forget, "training_gradient_norm": training,
+            "ratio": training / max(forget, 1e-300)}
+
+
+def resolve_target(requested: str, stationary: bool, step: int = 1) -> str:
+    """The gradient a step's edit is of: ``auto`` is the paper's ``forget`` at a stationary point
+    and ``remaining`` (a Newton step on the retained objective) off it."""
+    if requested == "auto":
+        return "forget" if stationary else "remaining"
+    if requested == "forget-then-remaining":
+        return "forget" if step == 1 else "remaining"
+    return requested
+
+
 def right_hand_side(model: nn.Module, target: Target, pool_size: int, retain: Split, args: UnlearnArgs,
-                    rt: Runtime, weight_decay: float = 0.0) -> tuple[torch.Tensor, dict]:
+                    rt: Runtime, weight_decay: float = 0.0, training: Optional[Split] = None
+                    ) -> tuple[torch.Tensor, dict]:
     """The gradient the influence is of, and the stationarity record.
 
     ``forget`` (the paper's): ``g``, the forget samples' gradient. ``remaining``: ``-G``, minus
     the retained objective's gradient at theta, so that ``theta - delta`` is a Newton step on the
     retained objective; at a stationary point of the training objective (g + G = 0) the two agree,
-    elsewhere only ``remaining`` points at the retained data's optimum.
-    ``forget-then-remaining`` is ``forget`` here: the method's later steps switch to ``remaining``.
+    elsewhere only ``remaining`` points at the retained data's optimum. ``auto`` measures the
+    model's stationarity on ``training`` (:func:`gradient_coherence`) and takes ``forget`` at a
+    stationary point, ``remaining`` off it. ``forget-then-remaining`` is ``forget`` here.
     """
-    g, G, record = gradients(model, target, pool_size, retain, args, rt, weight_decay)
-    return (-G if args.target == "remaining" else g), record
+    if args.target == "auto" and training is None:
+        raise UsageError("--target auto measures the model's stationarity on its training data: none was given")
+    if args.target == "remaining" or training is None:
+        g, G, record = gradients(model, target, pool_size, retain, args, rt, weight_decay)
+        return (-G if args.target == "remaining" else g), record
+    g = target_gradient(model, target, pool_size, rt)
+    record = stationarity_record(gradient_coherence(model, training, args.seed, rt, weight_decay), g, pool_size)
+    mode = resolve_target(args.target, record["stationary"])
+    record["target"] = mode
+    if mode == "remaining":
+        G, n = retained_gradient(model, retain, args.gradient_samples, args.seed, pool_size, rt, weight_decay)
+        record.update({"retained_gradient_norm": float(G.norm()), "retained_samples": n})
+        return -G, record
+    if mode == "masked":
+        return masked_target_gradient(model, target, masked_outputs(model, target.split, rt), pool_size, rt), record
+    return g, record
 
 
 def stationarity_warning(record: Optional[dict]) -> Optional[str]:
-    """A one-line warning when the model is far from a stationary point and the target is ``forget``."""
-    if not record or record.get("target") != "forget" or record["ratio"] <= STATIONARITY_WARN_RATIO:
+    """A one-line warning when the edit is the paper's (``forget``) on a model off its optimum."""
+    if not record or record.get("target") != "forget":
+        return None
+    if "coherence" in record:
+        if record["stationary"]:
+            return None
+        return (f"the model is off a stationary point of its training loss: its gradients' coherence "
+                f"{record['coherence']:.3f} > {record['threshold']:g} on {record['samples']} samples; "
+                f"--target auto or remaining takes Newton steps on the retained data")
+    if record["ratio"] <= STATIONARITY_WARN_RATIO:
         return None
     return (f"the model is far from a stationary point of its training loss: |grad L(theta)| = "
             f"{record['training_gradient_norm']:.3g}, {record['ratio']:.1f}x the forget set's |g| = "
@@ -198,7 +335,7 @@ def hessian_sample(model: nn.Module, pool: Split, args: UnlearnArgs, rt: Runtime
 
 def influence(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Split, args: UnlearnArgs,
               rt: Runtime, weight_decay: float = 0.0, retain: Optional[Split] = None,
-              rhs: Optional[tuple[torch.Tensor, dict]] = None) -> InfluenceRun:
+              rhs: Optional[tuple[torch.Tensor, dict]] = None, training: Optional[Split] = None) -> InfluenceRun:
     """delta over J: the least-squares solution of ``A delta = b`` for ``args.method`` (math/influence.py).
 
     ``retain``: the data a retrained model is trained on (default: ``pool``); the retained
@@ -208,7 +345,8 @@ def influence(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Spl
     if rhs is None:
         model = set_eval(model.to(rt.device))
         check_finite_model(model)
-        rhs = right_hand_side(model, target, len(pool), pool if retain is None else retain, args, rt, weight_decay)
+        rhs = right_hand_side(model, target, len(pool), pool if retain is None else retain, args, rt, weight_decay,
+                              training)
     return influences(model, J, target, pool, args, rt, weight_decay, [rhs])[0]
 
 
@@ -280,7 +418,8 @@ def influences(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Sp
                 info["preconditioner"] = pinfo
             seconds = (time.perf_counter() - t0) + (setup if not runs else 0.0)
             runs.append(InfluenceRun(result.delta.detach().cpu(), result.index_set, info, seconds, stats.as_dict(),
-                                     environment))
+                                     dict(environment)))
+        runs[0].environment["hessian_seconds"] = setup
     finally:
         hess.release()
     return runs
@@ -325,15 +464,25 @@ def check_scored(rows: Sequence[dict], what: str) -> None:
         raise NonFiniteError(f"{what}: every candidate diverged ({rows[-1]['diverged']})")
 
 
-def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Sequence[float], score: Scorer,
-                 rt: Optional[Runtime] = None, extend: int = 12) -> tuple[float, list[dict]]:
-    """Evaluate ``score`` (rows with ``objective`` and ``feasible``) at each scale; return the best.
+SEARCH_START = 1.0  # the scale search's first candidate
+SEARCH_FACTOR = 4.0  # its bracketing step; refined by x2, x2^(1/2), x2^(1/4) around the best
+SEARCH_REFINE = (2.0, 2 ** 0.5, 2 ** 0.25)
+SEARCH_WALK = 8  # bracketing steps at most in each direction (4^8: from 1 to 65 536 or 1.5e-5)
 
-    If the best scale sits at an end of the grid, the grid is extended past that end by factors of
-    2 (at most ``extend`` times) while the objective keeps improving: the useful range depends
-    on |delta|. Then the best scale is refined with its neighbours at x 2^(+-1/4) and x 2^(+-1/8).
-    A single given scale is scored and returned as it is.
+
+def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Optional[Sequence[float]],
+                 score: Scorer, rt: Optional[Runtime] = None, extend: int = 12,
+                 unedited: Optional[dict] = None) -> tuple[float, list[dict]]:
+    """Choose the scale of ``theta_J <- theta_J - scale * delta`` by ``score`` (rows with
+    ``objective`` and ``feasible``); returns the best scale and every row scored.
+
+    ``scales`` None: :func:`search_scale` (bracket, then refine). A list: each is scored; if the
+    best sits at an end, the grid is extended past it by factors of 2 (at most ``extend`` times)
+    while the objective improves, and the best is refined at x 2^(+-1/4) and x 2^(+-1/8). A single
+    given scale is scored and returned as it is.
     """
+    if scales is None:
+        return search_scale(model, J, delta, score, rt, unedited)
     if not scales:
         raise UsageError("no scale to try")
     grid = sorted(float(s) for s in scales)
@@ -364,6 +513,77 @@ def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Seq
             for s in (best["scale"] / step, best["scale"] * step):
                 if all(abs(r["scale"] - s) > 1e-9 * s for r in rows):
                     run(round(s, 12))
+    rows.sort(key=lambda r: r["scale"])
+    check_scored(rows, "the scale search")
+    return best_row(rows)["scale"], rows
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Two rows the criterion cannot tell apart (the same feasibility and objective)."""
+    return (bool(a.get("feasible", True)), a["objective"]) == (bool(b.get("feasible", True)), b["objective"])
+
+
+def _beats(row: dict, other: dict) -> bool:
+    return not _same(row, other) and best_row([row, other]) is row
+
+
+def search_scale(model: nn.Module, J: IndexSet, delta: torch.Tensor, score: Scorer, rt: Optional[Runtime] = None,
+                 unedited: Optional[dict] = None) -> tuple[float, list[dict]]:
+    """The scale chosen by bracketing, then refining, in log scale.
+
+    From :data:`SEARCH_START`, scales go up by x :data:`SEARCH_FACTOR` while the objective improves
+    or stays where the unedited model's is (``unedited``: nothing forgotten yet), and down while a
+    smaller scale is better (the first was already too strong). The best of the bracket is then
+    refined by x2, x sqrt(2) and x 2^(1/4) on each side; a level whose neighbours score the same as
+    the best (the criterion cannot change the choice) ends the refinement. Where no scale of the
+    bracket beats the unedited model (a window narrower than a factor 4), the midpoints of the walked
+    scales are scored, then theirs, before refining. Ties go to the smaller scale. About ten
+    candidates where the fixed grid scored forty.
+    """
+    rows: list[dict] = []
+
+    def run(s: float) -> dict:
+        s = float(f"{s:.12g}")
+        for r in rows:
+            if r["scale"] == s:
+                return r
+        row = {"scale": s, **scored(score, edited_copy(model, J, delta, s))}
+        rows.append(row)
+        if rt is not None:
+            rt.report("sweep", len(rows), None, f"scale {s:g}")
+        return row
+
+    def walk(s: float, factor: float) -> None:
+        """Step by ``factor`` from ``s`` while the new row is better (or, going up, as flat as the
+        unedited model: nothing has changed yet)."""
+        last = run(s)
+        for _ in range(SEARCH_WALK):
+            row = run(last["scale"] * factor)
+            better = not _same(row, last) and best_row([row, last]) is row
+            flat = unedited is not None and factor > 1 and _same(row, unedited) and _same(last, unedited)
+            if not (better or flat):
+                return
+            last = row
+
+    first = run(SEARCH_START)
+    walk(SEARCH_START, SEARCH_FACTOR)
+    if best_row(rows) is first or (unedited is not None and best_row([first, unedited]) is unedited
+                                   and not _same(first, unedited)):
+        walk(SEARCH_START, 1 / SEARCH_FACTOR)
+    if unedited is not None and not any(_beats(r, unedited) for r in rows):
+        # nothing on the bracket beat the unedited model: the useful window is narrower than a step
+        # (forgetting and breaking the model a factor 4 apart): score the midpoints, then theirs
+        for _ in range(2):
+            walked = sorted(r["scale"] for r in rows)
+            for low, high in zip(walked, walked[1:]):
+                run(math.sqrt(low * high))
+            if any(_beats(r, unedited) for r in rows):
+                break
+    for step in SEARCH_REFINE:
+        best = best_row(rows)
+        sides = [run(best["scale"] / step), run(best["scale"] * step)]
+        if all(_same(r, best) for r in sides):
+            break
     rows.sort(key=lambda r: r["scale"])
     check_scored(rows, "the scale search")
     return best_row(rows)["scale"], rows

@@ -30,6 +30,8 @@ fall in it: the user named them as wrong or private, so their labels never judge
 """
 from __future__ import annotations
 
+import inspect
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Optional
@@ -40,10 +42,10 @@ from torch import nn
 from ..data.backdoor import BackdoorData
 from ..data.datasets import Data, Split, materialise
 from ..data.forget import ResolvedForget
-from ..errors import GifError, UsageError
+from ..errors import GifError, NonFiniteError, UsageError
 from ..registry import Registry
 from .args import Runtime
-from .walk import Metrics, evaluate, predictions
+from .walk import Metrics, evaluate, masked_outputs, outputs, predictions
 
 PRIVACY_ACCURACY_SLACK = 0.005  # privacy criterion: validation accuracy may fall at most 0.5 points
 
@@ -123,14 +125,21 @@ class Task(ABC):
             raise UsageError(f"scale criterion {name!r} does not apply to {self.name}; use {', '.join(self.criteria)}")
         return name
 
-    def scorer(self, criterion: Optional[str], data: Data, base: nn.Module, rt: Runtime) -> Scorer:
-        return SCALE_CRITERIA.get(self.criterion(criterion))(self, data, base, rt)
+    def scorer(self, criterion: Optional[str], data: Data, base: nn.Module, rt: Runtime,
+               error: Optional[float] = None, seed: int = 0) -> Scorer:
+        """The criterion's scorer; with ``error``, on as many validation images as an accuracy's standard
+        error of ``error`` needs (:func:`sized_sample`), else on the whole validation split."""
+        take = (lambda split: split) if error is None else (lambda split: sized_sample(split, base, rt, error, seed))
+        factory = SCALE_CRITERIA.get(self.criterion(criterion))
+        if len(inspect.signature(factory).parameters) < 5:  # a plug-in written before `take`: the whole split
+            return factory(self, data, base, rt)
+        return factory(self, data, base, rt, take)
 
 
 class ClassRemoval(Task):
     name = "class removal"
     default_criterion = "f1"
-    criteria = ("f1", "privacy", "repair")
+    criteria = ("f1", "match", "privacy", "repair")
 
     def __init__(self, label: int) -> None:
         self.label = int(label)
@@ -255,15 +264,29 @@ class BackdoorRecovery(Task):
 
 
 # ---------------------------------------------------------------------------------------------
-# scale criteria: (task, data, unedited model, runtime) -> scorer(model) -> row with "objective"
-SCALE_CRITERIA: Registry[Callable[[Task, Data, nn.Module, Runtime], Scorer]] = Registry("scale criterion")
+# scale criteria: (task, data, unedited model, runtime, take) -> scorer(model) -> row with "objective";
+# ``take(split)`` is the part of a validation split the scorer walks (all of it, or a sized sample)
+Take = Callable[[Split], Split]
+SCALE_CRITERIA: Registry[Callable[[Task, Data, nn.Module, Runtime, Take], Scorer]] = Registry("scale criterion")
+SIZING_PILOT = 1024  # images the base model's accuracy is first measured on, to size a sample
+
+
+def sized_sample(split: Split, base: nn.Module, rt: Runtime, error: float, seed: int = 0) -> Split:
+    """As many images of ``split`` as an accuracy's standard error of ``error`` needs, p (1 - p) / error^2,
+    with p the unedited model's accuracy on a pilot sample of :data:`SIZING_PILOT` (at least the pilot;
+    all of ``split`` when it is not larger). One seeded draw: the pilot is the sample's first part."""
+    if len(split) <= SIZING_PILOT:
+        return split
+    p = _acc(evaluate(base, split.sample(SIZING_PILOT, seed), rt, "validation"))
+    need = math.ceil(max(p * (1 - p), 1.0 / SIZING_PILOT) / error ** 2)
+    return split.sample(max(need, SIZING_PILOT), seed)
 
 
 @SCALE_CRITERIA.register("f1")
-def _f1(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
+def _f1(task: Task, data: Data, base: nn.Module, rt: Runtime, take: Take) -> Scorer:
     if not isinstance(task, ClassRemoval):
         raise UsageError("the f1 criterion needs a class to forget")
-    forget, others = (materialise(s, rt.batch_size, rt.workers) for s in task.split_by_label(data.validation))
+    forget, others = (materialise(take(s), rt.batch_size, rt.workers) for s in task.split_by_label(data.validation))
 
     def score(model: nn.Module) -> dict:
         f, t = evaluate(model, forget, rt, "validation"), evaluate(model, others, rt, "validation")
@@ -273,10 +296,36 @@ def _f1(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
     return score
 
 
+@SCALE_CRITERIA.register("match")
+def _match(task: Task, data: Data, base: nn.Module, rt: Runtime, take: Take) -> Scorer:
+    """How close the edited model's outputs on the class's validation images (never trained on) come to
+    what a model that never saw the class would output, as the unedited model estimates it (its own
+    output with the class masked): mean KL(target || edited), among the scales that keep the other
+    validation images' accuracy within PRIVACY_ACCURACY_SLACK of the unedited model's."""
+    if not isinstance(task, ClassRemoval):
+        raise UsageError("the match criterion needs a class to forget")
+    forget, others = (materialise(take(s), rt.batch_size, rt.workers) for s in task.split_by_label(data.validation))
+    wanted = masked_outputs(base, forget, rt)
+    log_wanted = torch.log(wanted.clamp_min(1e-300))
+    floor = _acc(evaluate(base, others, rt, "validation")) - PRIVACY_ACCURACY_SLACK
+
+    def score(model: nn.Module) -> dict:
+        with torch.inference_mode():
+            logp = torch.log_softmax(outputs(model, forget, rt).double(), 1)
+        if not bool(torch.isfinite(logp).all()):
+            raise NonFiniteError("the edited model's outputs are not finite on the validation images")
+        kl = float((wanted * (log_wanted - logp)).sum(1).mean())
+        f, t = float((logp.argmax(1) == forget.labels).double().mean()), evaluate(model, others, rt, "validation")
+        return {"forget": {"accuracy": f, "count": len(forget)}, "test": t.as_dict(), "kl_to_target": kl,
+                "feasible": _acc(t) >= floor, "objective": -kl}
+
+    return score
+
+
 @SCALE_CRITERIA.register("privacy")
-def _privacy(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
-    forget = materialise(task.target(data).split, rt.batch_size, rt.workers)
-    validation = materialise(task.validation(data), rt.batch_size, rt.workers)
+def _privacy(task: Task, data: Data, base: nn.Module, rt: Runtime, take: Take) -> Scorer:
+    forget = materialise(take(task.target(data).split), rt.batch_size, rt.workers)
+    validation = materialise(take(task.validation(data)), rt.batch_size, rt.workers)
     floor = _acc(evaluate(base, validation, rt, "validation")) - PRIVACY_ACCURACY_SLACK
 
     def score(model: nn.Module) -> dict:
@@ -290,8 +339,8 @@ def _privacy(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
 
 
 @SCALE_CRITERIA.register("repair")
-def _repair(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
-    validation = materialise(task.validation(data), rt.batch_size, rt.workers)
+def _repair(task: Task, data: Data, base: nn.Module, rt: Runtime, take: Take) -> Scorer:
+    validation = materialise(take(task.validation(data)), rt.batch_size, rt.workers)
 
     def score(model: nn.Module) -> dict:
         v = evaluate(model, validation, rt, "validation")
@@ -301,12 +350,12 @@ def _repair(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
 
 
 @SCALE_CRITERIA.register("backdoor")
-def _backdoor(task: Task, data: Data, base: nn.Module, rt: Runtime) -> Scorer:
+def _backdoor(task: Task, data: Data, base: nn.Module, rt: Runtime, take: Take) -> Scorer:
     if not isinstance(task, BackdoorRecovery):
         raise UsageError("the backdoor criterion needs a poison file")
     bd = task.bd
-    poisoned = materialise(bd.validation(poisoned=True), rt.batch_size, rt.workers)
-    clean = materialise(bd.validation(poisoned=False), rt.batch_size, rt.workers)
+    poisoned = materialise(take(bd.validation(poisoned=True)), rt.batch_size, rt.workers)
+    clean = materialise(take(bd.validation(poisoned=False)), rt.batch_size, rt.workers)
     not_target = poisoned.labels != bd.target_label
 
     def score(model: nn.Module) -> dict:

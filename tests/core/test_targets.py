@@ -84,3 +84,24 @@ def test_at_a_stationary_point_both_targets_agree_and_nothing_warns():
     assert rec["ratio"] > 1 and "stationary point" in stationarity_warning(rec)
     _, rec = right_hand_side(model, target, 40, retain, args.replace(target="remaining"), rt, wd)
     assert stationarity_warning(rec) is None
+
+
+def test_the_masked_target_is_the_papers_gradient_reweighted_by_p_over_1_minus_p():
+    """At the unedited weights, the gradient of CE(z, q) with q the model's own softmax with the trained
+    label masked is -(p / (1 - p)) times the gradient of CE(z, label), image by image (p - q =
+    -(p / (1 - p)) (p - e_y)): --target masked's right-hand side, against that identity written out."""
+    from gifcli.core.steps import masked_target_gradient
+    from gifcli.core.walk import masked_outputs
+
+    model, x, y = softmax_regression(4)
+    rt = Runtime(torch.device("cpu"), 8, 0, loss=cross_entropy_sum)
+    forget = as_split((x[:12], y[:12]))[0]
+    wanted = masked_outputs(model, forget, rt)
+    # q: zero on the trained label, the other classes renormalised
+    p = torch.softmax(model(x[:12]), 1).detach()
+    assert torch.all(wanted[torch.arange(12), y[:12]] == 0)
+    torch.testing.assert_close(wanted.sum(1), torch.ones(12, dtype=torch.float64), rtol=0, atol=1e-12)
+    rhs = masked_target_gradient(model, Target(forget, {}), wanted, 40, rt)
+    weights = (p[torch.arange(12), y[:12]] / (1 - p[torch.arange(12), y[:12]]))
+    by_hand = sum(weights[i] * hand_gradient(model, x[i:i + 1], y[i:i + 1]) for i in range(12)) / 40
+    torch.testing.assert_close(rhs, by_hand, rtol=1e-10, atol=1e-13)
