@@ -110,6 +110,10 @@ def restore_deterministic(state: tuple[bool, Optional[str]]) -> None:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
 
 
+OUTPUT_FILES = ("out_path", "json_path", "junit")  # the parameters that name an output file
+OUTPUT_FOLDERS = ("out_dir",)  # ... and an output folder
+
+
 def handled(fn: Callable) -> Callable:
     """GifError -> one line and its exit code; anything else -> one line too (GIF_DEBUG shows it)."""
 
@@ -122,6 +126,14 @@ def handled(fn: Callable) -> Callable:
         # --deterministic switches torch's deterministic mode for this command only
         deterministic = torch_deterministic()
         try:
+            # an output that cannot be written is known before anything is computed
+            for name in OUTPUT_FILES:
+                value = kwargs.get(name)
+                if value is not None and str(value) != files.STDIO:
+                    files.check_writable(value)
+            for name in OUTPUT_FOLDERS:
+                if kwargs.get(name) is not None:
+                    files.check_folder_creatable(kwargs[name])
             return fn(*args, **kwargs)
         except GifError as exc:
             _exit(str(exc), exc.exit_code)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
@@ -52,10 +53,31 @@ def _classes(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir())
 
 
+def check_links(folder: Path) -> None:
+    """Refuse a folder link that points back into the data's own tree (torchvision's walk follows links:
+    a class folder that links to itself would count its images some forty times, silently). Links to
+    folders outside the tree are followed, each once."""
+    top = folder.resolve()
+    seen: set[Path] = set()
+    for current, dirs, _ in os.walk(folder, followlinks=True):
+        here = Path(current).resolve()
+        if here in seen:
+            raise InputFileError(f"{current} is a folder reached twice through links (a loop): remove the link")
+        seen.add(here)
+        for d in dirs:
+            link = Path(current) / d
+            if link.is_symlink():
+                target = link.resolve()
+                if target == top or top in target.parents:
+                    raise InputFileError(f"{link} links back into the data's own folder ({target}): a loop or a "
+                                         "second copy of the same images; remove the link")
+
+
 def _folder(root: Path, part: str, mode: str, transform: _ToInput):
     from torchvision.datasets import ImageFolder
 
     try:
+        check_links(root / part)
         return ImageFolder(str(root / part), transform=transform, loader=functools.partial(_open_image, mode=mode))
     except (FileNotFoundError, OSError) as exc:
         raise InputFileError(f"{root / part}: {str(exc).splitlines()[0]}") from None

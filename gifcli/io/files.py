@@ -87,12 +87,10 @@ def _log_write(target: Path) -> None:
             fh.write(f"{os.environ.get('RANK', '0')} {target.resolve()}\n")
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+def check_writable(path: str | Path) -> None:
+    """Refuse, before any work, an output file that could not be written: its folder missing or not
+    writable, or the path a folder, a link or not a regular file (what :func:`atomic_path` refuses)."""
     target = Path(path)
-    if str(path) == STDIO:
-        raise UsageError("this output cannot go to standard output ('-'); name a file")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise GifError(f"cannot write {target}: folder {folder} does not exist")
@@ -103,6 +101,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if target.is_symlink() or not stat.S_ISREG(mode):
             what = "a folder" if stat.S_ISDIR(mode) else ("a link" if target.is_symlink() else "not a regular file")
             raise GifError(f"refusing to replace {target}: it is {what}")
+
+
+def check_folder_creatable(folder: str | Path) -> None:
+    """Refuse, before any work, an output folder that could not be made: a file where it or one of its
+    parents should be, or the nearest existing parent not writable."""
+    path = Path(folder)
+    if path.exists():
+        if not path.is_dir():
+            raise GifError(f"cannot use {path} as a folder: it is a file")
+        if not os.access(path, os.W_OK):
+            raise GifError(f"cannot write into folder {path}: it is not writable")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GifError(f"cannot create folder {path}: {parent} is a file")
+    if not os.access(parent, os.W_OK):
+        raise GifError(f"cannot create folder {path}: {parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    target = Path(path)
+    if str(path) == STDIO:
+        raise UsageError("this output cannot go to standard output ('-'); name a file")
+    folder = target.parent if str(target.parent) else Path(".")
+    check_writable(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=folder)
     except OSError as exc:

@@ -117,3 +117,27 @@ def test_a_computed_mean_or_std_matches_its_record_to_rounding_only(tmp_path):
     moved = {**record, "std": [record["std"][0] * (1 + 1e-6)]}
     with pytest.raises(Usage, match="was made with std"):
         data.check_record(moved, "the checkpoint")
+
+
+def test_a_folder_that_links_back_into_the_image_folder_is_refused(tmp_path, fake_mnist):
+    """torchvision's walk follows links: a class folder linking to itself would count its images about forty
+    times, silently, and move the split. gif refuses such a link by name; a link to a folder outside the tree
+    is read once."""
+    from gifcli.data.datasets import DatasetSpec, load_data
+    from gifcli.errors import InputFileError
+    from tests.userdata import digits, write_image_folder
+
+    root = write_image_folder(tmp_path / "digits", digits(fake_mnist, 6, 2, [0, 1]), ["a", "b"])
+    spec = DatasetSpec.parse(f"imagefolder:{root}")
+    before = len(load_data(spec).fit) + len(load_data(spec).validation)
+    (root / "train" / "a" / "again").symlink_to(root / "train" / "a", target_is_directory=True)
+    with pytest.raises(InputFileError, match="links back into"):
+        load_data(spec)
+    (root / "train" / "a" / "again").unlink()
+    outside = tmp_path / "more_b"
+    outside.mkdir()
+    for i, png in enumerate(sorted((root / "train" / "b").glob("*.png"))[:2]):
+        (outside / f"x{i}.png").write_bytes(png.read_bytes())
+    (root / "train" / "b" / "more").symlink_to(outside, target_is_directory=True)
+    data = load_data(spec)
+    assert len(data.fit) + len(data.validation) == before + 2
