@@ -142,7 +142,7 @@ def csv(text: Optional[str], cast, name: str) -> Optional[list]:
 
 
 COMPARE_KEYS = {"model", "forget_label", "forget", "random", "poison", "retrained", "methods", "criteria", "ratios",
-                "seeds", "data_dir", "paper"}  # compare's own keys; the unlearning options' keys are generated
+                "seeds", "data_dir", "paper", "svc", "plot"}  # compare's own keys; the unlearning options' keys are generated
 
 
 @app.command("compare")
@@ -169,8 +169,10 @@ def compare_cmd(
                                                        "that select J (default 0.05,0.1,0.3,0.5).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds: the forget-set draw (--random) and "
                                                       "each method's randomness (default 0).")] = None,
-    svc: Annotated[bool, typer.Option(help="Also run the SVC membership attacks (five features per row).")] = True,
-    plot: Annotated[bool, typer.Option(help="Write results.png (needs the 'plot' extra: matplotlib).")] = True,
+    svc: Annotated[Optional[bool], typer.Option(help="Also run the SVC membership attacks (five features per row; "
+                                                     "default on).")] = None,
+    plot: Annotated[Optional[bool], typer.Option(help="Write results.png (needs the 'plot' extra: matplotlib; default "
+                                                      "on).")] = None,
     deterministic: Deterministic = False,
     device: Device = "auto",
     batch_size: BatchSize = 512,
@@ -188,8 +190,9 @@ def compare_cmd(
 
     given = {"model": model, "forget_label": forget_label, "forget": forget, "random": random, "poison": poison,
              "retrained": retrained, "methods": methods, "criteria": criteria, "ratios": ratios, "seeds": seeds,
-             "data_dir": data_dir, **uargs}
+             "data_dir": data_dir, "svc": svc, "plot": plot, **uargs}
     cfg = compare_config(config, given)
+    svc, plot = cfg.get("svc", True), cfg.get("plot", True)
     label, forget_path, share, poison_path = (cfg.get(k) for k in ("forget_label", "forget", "random", "poison"))
     if len([g for g in (label, forget_path, share, poison_path) if g is not None]) != 1:
         raise UsageError("name one forget request: --forget-label, --forget, --random or --poison")
@@ -222,25 +225,69 @@ def compare_cmd(
                                                         (" (no plot: install the 'plot' extra)" if plot else "")))
 
 
-def compare_config(path: Optional[Path], given: dict) -> dict:
-    """The YAML's keys (compare's own and the generated unlearning options), under the options given."""
+COMPARE_TYPES = {"forget_label": int, "random": float, "svc": bool, "plot": bool}  # the rest of COMPARE_KEYS: text
+
+
+def config_value(path: Path, key: str, value: Any, kind: Any) -> Any:
+    """A YAML value as the command line would have parsed it: the option's own type, or a usage error
+    naming the key and the value."""
+    import typing
+
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    kind = args[0] if args and typing.get_origin(kind) is typing.Union else kind
+    if isinstance(value, (dict, type(None))):
+        raise UsageError(f"config {path}: {key}: {value!r} is not a value for this option")
+    if isinstance(value, list):
+        if kind is not str or any(isinstance(v, (list, dict)) for v in value):
+            raise UsageError(f"config {path}: {key}: a list is not a value for this option")
+        return ",".join(str(v) for v in value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"config {path}: {key}: {value!r} is not true or false")
+        return value
+    if kind in (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+        if not ok:
+            raise UsageError(f"config {path}: {key}: {value!r} is not {'an integer' if kind is int else 'a number'}")
+        return kind(value)
+    if isinstance(value, bool):  # a YAML true/false where text belongs
+        raise UsageError(f"config {path}: {key}: {value!r} is not a value for this option")
+    return str(value)
+
+
+def read_yaml_config(path: Path) -> dict:
+    """A YAML mapping, read without anchors or aliases (a few hundred bytes of nested aliases expand to
+    gigabytes: a compare config never needs them)."""
     import yaml
 
+    try:
+        text = path.read_text()
+        if any(isinstance(t, (yaml.AliasToken, yaml.AnchorToken)) for t in yaml.scan(text)):
+            raise UsageError(f"config {path} uses YAML anchors or aliases (&, *), which gif does not expand: "
+                             "write the values out")
+        cfg = yaml.safe_load(text) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        raise InputFileError(f"cannot read config {path}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(cfg, dict):
+        raise InputFileError(f"config {path} is not a YAML mapping")
+    return cfg
+
+
+def compare_config(path: Optional[Path], given: dict) -> dict:
+    """The YAML's keys (compare's own and the generated unlearning options, each checked and converted
+    as its command-line option is), under the options given."""
     from .app import option_specs
 
     cfg: dict = {}
     if path is not None:
-        try:
-            cfg = yaml.safe_load(path.read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-            raise InputFileError(f"cannot read config {path}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        if not isinstance(cfg, dict):
-            raise InputFileError(f"config {path} is not a YAML mapping")
-        known = COMPARE_KEYS | {s.dest for s in option_specs()} - {"method", "seed"}
-        unknown = set(cfg) - known
+        raw = read_yaml_config(path)
+        kinds = {s.dest: s.cli_type for s in option_specs() if s.dest not in ("method", "seed")}
+        kinds.update({k: COMPARE_TYPES.get(k, str) for k in COMPARE_KEYS})
+        unknown = sorted(str(k) for k in raw if k not in kinds)
         if unknown:
-            raise InputFileError(f"config {path}: unknown keys {', '.join(sorted(unknown))}")
-        cfg = {k: (",".join(str(x) for x in v) if isinstance(v, list) else v) for k, v in cfg.items()}
+            raise UsageError(f"config {path}: unknown keys {', '.join(unknown)} (the keys are compare's options, "
+                             "with _ for -)")
+        cfg = {k: config_value(path, k, v, kinds[k]) for k, v in raw.items()}
     return {**cfg, **{k: v for k, v in given.items() if v is not None}}
 
 

@@ -292,3 +292,34 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(runner, tin
         r = invoke(runner, ["remove-class", "--label", 1, "--model", tiny_model, "--out-dir", out, "--data-dir", empty,
                             "--device", "cpu"])
         refused(r, "is a file")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("max_iter: three\n", "max_iter: 'three' is not an integer"),
+    ("tol: [1, 2]\n", "tol: a list"),
+    ("forget_label: 1.5\n", "forget_label: 1.5 is not an integer"),
+    ("svc: maybe\n", "svc: 'maybe' is not true or false"),
+    ("colour: red\n", "unknown keys colour"),
+    ("a: &a [x, x]\nb: &b [*a, *a]\nmethods: *b\n", "anchors or aliases"),
+])
+def test_a_compare_config_is_checked_like_the_command_line(runner, tiny_model, fake_mnist, tmp_path, text, needle):
+    """A YAML key is read as its option: the wrong type, an unknown key or an alias bomb is a usage error
+    (exit 2) naming the key and the value, before any work, and no folder is made."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"forget_label: 1\n{text}" if "forget_label" not in text else text)
+    out = tmp_path / "out"
+    r = invoke(runner, ["compare", "--config", config, "--model", tiny_model, "--out-dir", out, "--data-dir",
+                        fake_mnist, "--device", "cpu"])
+    refused(r, needle, code=2)
+    assert not out.exists()
+
+
+def test_a_compare_config_may_give_a_number_where_text_is_parsed(runner, tiny_model, fake_mnist, tmp_path):
+    """`scale: 1` (a number, the option is parsed from text) and `svc: false` are taken as the command line
+    would take --scale 1 and --no-svc."""
+    from gifcli.cli.more import compare_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("forget_label: 1\nscale: 1\nsvc: false\nratios: [0.1, 0.3]\n")
+    cfg = compare_config(config, {"svc": None})
+    assert cfg["scale"] == "1" and cfg["svc"] is False and cfg["ratios"] == "0.1,0.3" and cfg["forget_label"] == 1
