@@ -499,7 +499,10 @@ def run_to_folder(loaded, data, task, args, folder: Path, kind: str, title, devi
         shown += [("warning", w) for w in report.get("warnings", [])]
         return shown
 
-    with Bars() as bars:
+    from ..io.files import check_folder_creatable, folder_lock
+
+    check_folder_creatable(folder)
+    with folder_lock(folder), Bars() as bars:  # one run into a folder at a time: never a mix of two runs' files
         rt = rt_for(device, batch_size, workers, bars, deterministic)
         result, report, shown = unlearn_to_folder(loaded, data, task, args, rt, folder, edited_out, kind, prepare)
     if not rt.dist.is_main:

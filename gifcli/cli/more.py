@@ -214,7 +214,9 @@ def compare_cmd(
     else:
         task = forget_task(data, None if label is None else int(label), forget_path, criterion=scale_criterion)
     retrained_path = cfg.get("retrained")
-    with Bars() as bars:
+    from ..io.files import folder_lock
+
+    with folder_lock(out_dir), Bars() as bars:  # one comparison into a folder at a time
         rt = rt_for(device, batch_size, workers, bars, deterministic)
         result = compare(loaded, data, task, plan, rt, out_dir, load_model(retrained_path) if retrained_path else None)
     if not rt.dist.is_main:

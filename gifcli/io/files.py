@@ -123,6 +123,40 @@ def check_folder_creatable(folder: str | Path) -> None:
 
 
 @contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Own an output folder for the whole command: a second gif run into the same folder is refused at
+    once instead of mixing its files with this one's. The lock is an flock on a hidden file beside the
+    folder (released by the system if the process dies), removed when the command ends."""
+    import fcntl
+
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun rank 0 alone writes, and so owns the folder
+        yield
+        return
+    path = Path(folder).absolute()
+    anchor = path.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    rel = str(path.relative_to(anchor)).replace(os.sep, "__")
+    lock = anchor / f".{rel}.gif-lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise GifError(f"cannot lock {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GifError(f"{path} is in use by another gif run: wait for it, or name another folder") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
     target = Path(path)

@@ -323,3 +323,22 @@ def test_a_compare_config_may_give_a_number_where_text_is_parsed(runner, tiny_mo
     config.write_text("forget_label: 1\nscale: 1\nsvc: false\nratios: [0.1, 0.3]\n")
     cfg = compare_config(config, {"svc": None})
     assert cfg["scale"] == "1" and cfg["svc"] is False and cfg["ratios"] == "0.1,0.3" and cfg["forget_label"] == 1
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(runner, tiny_model, fake_mnist, tmp_path):
+    """While one gif run owns a run folder (here: its lock held as a running remove-class holds it), a second
+    run into the same folder is refused at once, one line, and writes nothing there; once the first is done,
+    the folder is free again and the lock file is gone."""
+    from gifcli.io.files import folder_lock
+
+    folder = tmp_path / "run"
+    args = ["remove-class", "--label", 1, "--model", tiny_model, "--out-dir", folder, "--data-dir", fake_mnist,
+            "--device", "cpu", "--hessian-samples", 16]
+    with folder_lock(folder):
+        r = invoke(runner, args)
+        refused(r, "in use by another gif run")
+        assert not folder.exists()
+    assert not list(tmp_path.glob(".*gif-lock"))
+    r = invoke(runner, args)
+    assert r.exit_code == 0, r.output
+    assert (folder / "report.json").exists() and not list(tmp_path.glob(".*gif-lock"))
