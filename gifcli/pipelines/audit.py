@@ -34,8 +34,8 @@ from ..core.tasks import SampleRemoval
 from ..core.walk import evaluate
 from ..data.datasets import Data, load_data
 from ..data.forget import ForgetSet, resolve, write_forget
-from ..errors import UsageError
-from ..io.files import make_folder, provenance, write_json
+from ..errors import GifError, UsageError
+from ..io.files import make_folder, provenance, sha256_file, write_json
 from ..math.forgetting import DELTA, forget_score, logit_scaled_confidence
 from .common import load_model, save_edited
 from .train import run_train
@@ -78,6 +78,20 @@ class Store:
         if not sidecar.exists():
             write_json(sidecar, parts)
         return path
+
+    def check(self, path: Path, made_now: bool) -> None:
+        """A model made now has its bytes' sha256 recorded in its sidecar; one reused from the store is
+        checked against it (recorded now for a store made before this check). A mismatch is refused by
+        name: an audit is never scored on a model other than the one it names."""
+        sidecar = path.with_suffix(".json")
+        record = json.loads(sidecar.read_text())
+        actual = sha256_file(path)
+        recorded = record.get("file_sha256")
+        if made_now or recorded is None:
+            write_json(sidecar, {**record, "file_sha256": actual})
+        elif recorded != actual:
+            raise GifError(f"{path} in the audit store is not the model recorded there (sha256 {actual[:12]} != "
+                           f"{recorded[:12]}): delete it and its .json to have it made again")
 
 
 def _train_job(cfg: dict, out: str, data_dir: Optional[str], exclude_path: Optional[str], threads: int) -> float:
@@ -147,7 +161,10 @@ def audit(plan: AuditPlan, store_root: Path, rt: Runtime, data_dir: Optional[str
     jobs_list = [(plan.recipe.replace(seed=s).as_dict(), p, None) for s, p in zip(seeds, originals)]
     jobs_list += [(plan.recipe.replace(seed=s + RETRAINED_SEED_OFFSET).as_dict(), p, str(forget_file))
                   for s, p in zip(seeds, retrained)]
+    existing = {p for p in originals + retrained if p.exists()}
     trained_now = train_missing(jobs_list, data_dir, jobs, progress)
+    for path in originals + retrained:  # every model of the store is the one recorded, made now or reused
+        store.check(path, made_now=path not in existing)
     train_seconds = time.perf_counter() - start
 
     task = SampleRemoval(resolved, plan.criterion)
@@ -157,12 +174,14 @@ def audit(plan: AuditPlan, store_root: Path, rt: Runtime, data_dir: Optional[str
         path = store.path("unlearned", seed, args.as_dict())
         if progress:
             progress("unlearn", i, len(seeds), path.name)
-        if not path.exists():
+        made_now = not path.exists()
+        if made_now:
             loaded = load_model(original)
             result = run(task, loaded.model, data, args, rt, loaded.context(), report=False)
             save_edited(path, result.model, loaded, {}, result.outcome.hyper, args.method, args.as_dict(),
                         result.extras.get("runtime"))
             method_seconds.append(result.outcome.seconds)
+        store.check(path, made_now)
         unlearned.append(path)
     if progress:
         progress("unlearn", len(seeds), len(seeds), "done")

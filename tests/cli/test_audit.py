@@ -69,3 +69,23 @@ def test_a_killed_audit_resumes_from_the_store(runner, memorising, tmp_path):
     again, _ = audit(runner, memorising, "unedited", tmp_path / "again")
     assert again["store"]["trained_now"] == 1 and all(v.exists() for v in victims)
     assert again["forget_score"] == first["forget_score"] and again["epsilons"] == first["epsilons"]
+
+
+def test_a_store_model_that_is_not_the_recorded_one_is_refused_by_name(runner, memorising, tmp_path):
+    """An original model in the store replaced by another valid checkpoint (here: a retrained one copied
+    over it) is read back against the sha256 recorded when it was made: the audit refuses it by name
+    instead of scoring a model other than the one it names."""
+    import shutil
+
+    from .conftest import refused
+
+    store = memorising["dir"] / "store" / "models"
+    first, _ = audit(runner, memorising, "unedited", tmp_path / "first")
+    original = store / first["store"]["originals"][0]
+    shutil.copyfile(store / first["store"]["retrained"][0], original)
+    out = tmp_path / "second"
+    r = invoke(runner, ["audit", "--config", memorising["cfg"], "--forget", memorising["forget"], "--method",
+                        "unedited", "--models", MODELS, "--store", memorising["dir"] / "store", "--out-dir", out,
+                        "--no-plot", "--device", "cpu"])
+    refused(r, "not the model recorded there")
+    assert original.name in r.output and not (out / "audit.json").exists()
