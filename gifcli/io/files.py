@@ -88,12 +88,16 @@ def _log_write(target: Path) -> None:
 
 
 def check_writable(path: str | Path) -> None:
-    """Refuse, before any work, an output file that could not be written: its folder missing or not
-    writable, or the path a folder, a link or not a regular file (what :func:`atomic_path` refuses)."""
+    """Refuse, before any work, an output file that could not be written: its folder not writable or
+    blocked by a file, or the path a folder, a link or not a regular file (what :func:`atomic_path`
+    refuses). A missing folder is made when the file is written."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
+    if not folder.exists():  # made, with its parents, when the file is written: nothing may be in the way
+        check_folder_creatable(folder)
+        return
     if not folder.is_dir():
-        raise GifError(f"cannot write {target}: folder {folder} does not exist")
+        raise GifError(f"cannot write {target}: {folder} is a file")
     if not os.access(folder, os.W_OK):
         raise GifError(f"cannot write {target}: folder {folder} is not writable")
     if target.exists() or target.is_symlink():
@@ -164,6 +168,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise UsageError("this output cannot go to standard output ('-'); name a file")
     folder = target.parent if str(target.parent) else Path(".")
     check_writable(target)
+    if not folder.exists():
+        make_folder(folder)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=folder)
     except OSError as exc:
