@@ -533,12 +533,13 @@ def search_scale(model: nn.Module, J: IndexSet, delta: torch.Tensor, score: Scor
 
     From :data:`SEARCH_START`, scales go up by x :data:`SEARCH_FACTOR` while the objective improves
     or stays where the unedited model's is (``unedited``: nothing forgotten yet), and down while a
-    smaller scale is better. The best of the bracket is then
+    smaller scale is better or, given ``unedited``, until the score is the unedited model's (nothing
+    changes below). The best of the bracket is then
     refined by x2, x sqrt(2) and x 2^(1/4) on each side; a level whose neighbours score the same as
     the best (the criterion cannot change the choice) ends the refinement. Where no scale of the
     bracket beats the unedited model (a window narrower than a factor 4), the midpoints of the walked
-    scales are scored, then theirs, before refining. Ties go to the smaller scale. About ten
-    candidates where the fixed grid scored forty.
+    scales are scored, then theirs, before refining. Ties go to the smaller scale. About 10-16
+    candidates where the fixed grid scored forty-five.
     """
     rows: list[dict] = []
 
@@ -560,15 +561,18 @@ def search_scale(model: nn.Module, J: IndexSet, delta: torch.Tensor, score: Scor
         for _ in range(SEARCH_WALK):
             row = run(last["scale"] * factor)
             better = not _same(row, last) and best_row([row, last]) is row
-            flat = unedited is not None and factor > 1 and _same(row, unedited) and _same(last, unedited)
-            if not (better or flat):
+            if factor > 1:  # up: on while better, or while nothing has changed yet
+                go_on = better or (unedited is not None and _same(row, unedited) and _same(last, unedited))
+            else:  # down: on until nothing changes any more (the edit's useful window may lie below a
+                # plateau of broken models that improves slowly toward 1: measured on the backdoor)
+                go_on = better or (unedited is not None and not _same(row, unedited))
+            if not go_on:
                 return
             last = row
 
     run(SEARCH_START)
     walk(SEARCH_START, SEARCH_FACTOR)
-    # down as well, always: a direction whose useful scales are far below 1 can look like a slowly
-    # improving plateau of broken models above it (measured on the backdoor: the best at 8e-4)
+    # down as well, always, to where the edit no longer changes the validation score
     walk(SEARCH_START, 1 / SEARCH_FACTOR)
     if unedited is not None and not any(_beats(r, unedited) for r in rows):
         # nothing on the bracket beat the unedited model: the useful window is narrower than a step
