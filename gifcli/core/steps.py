@@ -284,6 +284,7 @@ class InfluenceRun:
     seconds: float = 0.0
     stats: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)  # what this machine had (memory budget): report only
+    hessian_seconds: float = 0.0  # of ``seconds``: drawing the Hessian sample (and its preconditioner)
 
 
 def free_memory(device: torch.device) -> int:
@@ -418,8 +419,7 @@ def influences(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Sp
                 info["preconditioner"] = pinfo
             seconds = (time.perf_counter() - t0) + (setup if not runs else 0.0)
             runs.append(InfluenceRun(result.delta.detach().cpu(), result.index_set, info, seconds, stats.as_dict(),
-                                     dict(environment)))
-        runs[0].environment["hessian_seconds"] = setup
+                                     environment, setup if len(runs) == 0 else 0.0))
     finally:
         hess.release()
     return runs

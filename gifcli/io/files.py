@@ -107,6 +107,13 @@ def check_writable(path: str | Path) -> None:
             raise GifError(f"refusing to replace {target}: it is {what}")
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (what a missing folder would be made in)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_folder_creatable(folder: str | Path) -> None:
     """Refuse, before any work, an output folder that could not be made: a file where it or one of its
     parents should be, or the nearest existing parent not writable."""
@@ -117,9 +124,7 @@ def check_folder_creatable(folder: str | Path) -> None:
         if not os.access(path, os.W_OK):
             raise GifError(f"cannot write into folder {path}: it is not writable")
         return
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise GifError(f"cannot create folder {path}: {parent} is a file")
     if not os.access(parent, os.W_OK):
@@ -137,9 +142,7 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         yield
         return
     path = Path(folder).absolute()
-    anchor = path.parent
-    while not anchor.exists() and anchor != anchor.parent:
-        anchor = anchor.parent
+    anchor = nearest_existing(path.parent)
     rel = str(path.relative_to(anchor)).replace(os.sep, "__")
     lock = anchor / f".{rel}.gif-lock"
     try:

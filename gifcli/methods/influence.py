@@ -210,9 +210,8 @@ class InfluenceMethod(Method):
             wanted = [(g, record)] + ([(-(g + G), record)] if mode == "remaining" else [])
             t0 = time.perf_counter()
             solved = influences(current, J, target, pool, args, rt, weight_decay, wanted)
-            hessian_seconds = solved[0].environment.pop("hessian_seconds", 0.0)
-            phases.add("hessian_sample", hessian_seconds)
-            phases.add("solve", time.perf_counter() - t0 - hessian_seconds)
+            phases.add("hessian_sample", solved[0].hessian_seconds)
+            phases.add("solve", time.perf_counter() - t0 - solved[0].hessian_seconds)
             run, correction = solved[0], (solved[1] if len(solved) > 1 else None)
             J = run.J
             seconds += sum(r.seconds for r in solved)
