@@ -17,7 +17,8 @@ from gifcli.data.tensorfile import write_tensors  # noqa: E402
 from gifcli.core.tasks import BackdoorRecovery, ClassRemoval, SampleRemoval, Task  # noqa: E402
 from gifcli.data.forget import read_forget, resolve  # noqa: E402
 from gifcli.pipelines.backdoor import load_backdoor, read_poison  # noqa: E402
-from gifcli.pipelines.common import Loaded, load_data_for, load_model  # noqa: E402
+from gifcli.core.checkpoints import Loaded, load_model
+from gifcli.pipelines.inputs import load_data_for  # noqa: E402
 
 MODEL = ROOT / "checkpoints" / "mnist_cnn.safetensors"
 BACKDOOR_MODEL = ROOT / "checkpoints" / "mnist_cnn_backdoor.safetensors"

@@ -22,9 +22,9 @@ import time
 from common import log, runtime, task_named
 
 from gifcli.core.args import UnlearnArgs
-from gifcli.methods.influence import hessian_data
+from gifcli.methods.influence.method import hessian_data
 from gifcli.core.run import run
-from gifcli.core.steps import dead_share, target_gradient
+from gifcli.methods.influence.steps import dead_share, target_gradient
 from gifcli.io.files import provenance, write_json
 
 CHOICES = {"output_score": ("abs", "positive"), "hessian_data": ("all", "remaining"), "weight_decay": (0.0, "auto")}

@@ -28,9 +28,10 @@ def worker(args) -> None:
     import torch
 
     from gifcli.core.args import UnlearnArgs
-    from gifcli.core.steps import hessian_sample, select
+    from gifcli.methods.influence.steps import hessian_sample, select
     from gifcli.core.tasks import ClassRemoval
-    from gifcli.pipelines.common import load_data_for, load_model, runtime
+    from gifcli.pipelines.inputs import load_data_for, runtime
+    from gifcli.core.checkpoints import load_model
 
     torch.set_num_threads(args.threads)
     rt = runtime(args.device, 512, 0)

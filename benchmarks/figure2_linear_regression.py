@@ -24,7 +24,8 @@ from torch import nn
 
 from gifcli.io.files import provenance, write_json
 from gifcli.math.hvp import HessianSample, mse_sum
-from gifcli.math.influence import SolverOptions, apply_update, influence
+from gifcli.methods.influence.lstsq import SolverOptions, influence
+from gifcli.core.edit import apply_update
 from gifcli.math.params import IndexSet
 
 N, HETERO = 1000, 200

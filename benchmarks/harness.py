@@ -42,9 +42,11 @@ from gifcli.data.datasets import DatasetSpec, load_data
 from gifcli.data.forget import ForgetSet, make_forget_set, resolve
 from gifcli.io.files import provenance, write_json, write_text
 from gifcli.pipelines.backdoor import load_backdoor, make_poison_doc, train_backdoor
-from gifcli.pipelines.common import load_data_for, load_model
+from gifcli.pipelines.inputs import load_data_for
+from gifcli.core.checkpoints import load_model
 from gifcli.pipelines.compare import markdown_table, summarise
-from gifcli.pipelines.evaluate import GAP_KEYS, unlearning_metrics
+from gifcli.core.metrics import unlearning_metrics  # noqa: E402
+from gifcli.pipelines.evaluate import GAP_KEYS
 from gifcli.pipelines.train import run_train
 
 CONFIG = ROOT / "configs" / "harness" / "mnist_cnn_short.yaml"
@@ -188,7 +190,7 @@ def main() -> None:
         rows = []
         for seed in (int(s) for s in args.seeds.split(",")):
             base, data, task, retrained = h.setting(name, seed)
-            ref = unlearning_metrics(retrained.model, data, task, rt)
+            ref = unlearning_metrics(retrained.model, data, task, rt, svc=True)
             ref_seconds = retrained.meta["train_seconds"]
             for spec in method_specs(args.methods):
                 name_of, method, options = parse_method(spec)
@@ -196,13 +198,13 @@ def main() -> None:
                 if method == "retrain":
                     metrics, seconds, hyper = ref, ref_seconds, {"epochs": h.cfg.epochs}
                 elif method == "unedited":
-                    metrics, seconds, hyper = unlearning_metrics(base.model, data, task, rt), 0.0, {}
+                    metrics, seconds, hyper = unlearning_metrics(base.model, data, task, rt, svc=True), 0.0, {}
                 else:
                     t = time.perf_counter()
                     result = run(task, base.model, data, UnlearnArgs(method=method, seed=seed, **options), rt,
                                  base.context(), report=False)
                     seconds = time.perf_counter() - t
-                    metrics, hyper = unlearning_metrics(result.model, data, task, rt), result.outcome.hyper
+                    metrics, hyper = unlearning_metrics(result.model, data, task, rt, svc=True), result.outcome.hyper
                     warnings = result.outcome.summary.get("warnings", [])
                 edited = retrained.model if method == "retrain" else (base.model if method == "unedited" else result.model)
                 probe = task.forget_probe(data)  # the forgotten data a retrained model never saw
@@ -216,7 +218,7 @@ def main() -> None:
                     f"agreement {100 * (row['agreement_forget'] or 0):.1f} %", f"{seconds:.0f} s", hyper,
                     *(f"warning: {w}" for w in warnings))
             results[name] = {"rows": rows, "summary": summarise(rows), "seeds": [int(s) for s in args.seeds.split(",")],
-                             "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt),
+                             "base_model": base.path, "base": unlearning_metrics(base.model, data, task, rt, svc=True),
                              "seconds": time.perf_counter() - setting_start}  # training included
             if args.json and not args.merge:  # what is done so far, in case the grid is interrupted
                 write_json(args.json, {"settings": results, "partial": True, "provenance": provenance()})

@@ -32,13 +32,14 @@ import torch
 from common import ROOT, log, runtime, task_named
 
 from gifcli.core.args import UnlearnArgs
-from gifcli.core.steps import hessian_sample, select, target_gradient
+from gifcli.methods.influence.steps import hessian_sample, select, target_gradient
 from gifcli.core.tasks import ClassRemoval
 from gifcli.io.files import provenance, write_json
-from gifcli.math.influence import SolverOptions, influence
+from gifcli.methods.influence.lstsq import SolverOptions, influence
 from gifcli.math.kfac import preconditioner
 from gifcli.models.specs import set_eval
-from gifcli.pipelines.common import load_data_for, load_model
+from gifcli.pipelines.inputs import load_data_for
+from gifcli.core.checkpoints import load_model
 
 
 def products_to(history: list[float], residual: float) -> int | None:

@@ -150,7 +150,8 @@ def probe(args) -> None:
     from gifcli.data.datasets import batches
     from gifcli.math.hvp import HessianSample, mean_loss_gradient
     from gifcli.math.selection import output_scores, select
-    from gifcli.pipelines.common import load_data_for, load_model
+    from gifcli.pipelines.inputs import load_data_for
+    from gifcli.core.checkpoints import load_model
 
     loaded = load_model(args.probe_model)
     model = loaded.model.eval()

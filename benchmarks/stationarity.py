@@ -2,7 +2,7 @@
 to be at their optimum and off it.
 
 For each model: the coherence of its per-sample gradients on its training data (|mean| / spread,
-debiased; gifcli.core.steps.gradient_coherence), the samples it took to decide, and, for two forget
+debiased; gifcli.methods.influence.steps.gradient_coherence), the samples it took to decide, and, for two forget
 sets (a class, 100 random training samples), the older ratio |g + G| / |g| beside it (G on all the retained data), which depends
 on the forget set's size. Models: the shipped converged CNN and backdoored CNN, and the user's
 BN + residual net of benchmarks/off_optimum.py, stopped early and trained (``--off-optimum-work``,
@@ -20,10 +20,11 @@ import torch
 from common import BACKDOOR_MODEL, MODEL, log, runtime
 
 from gifcli.core.args import UnlearnArgs
-from gifcli.core.steps import gradient_coherence, gradients
+from gifcli.methods.influence.steps import gradient_coherence, gradients
 from gifcli.core.tasks import ClassRemoval, Target
 from gifcli.io.files import provenance, write_json
-from gifcli.pipelines.common import load_data_for, load_model
+from gifcli.pipelines.inputs import load_data_for
+from gifcli.core.checkpoints import load_model
 
 
 def main() -> None:

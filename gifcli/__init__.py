@@ -1,6 +1,6 @@
 """gif: make trained PyTorch classifiers forget data with Generalized Influence Functions.
 
-The Python API (see gifcli/api.py and docs/python-api.md): ``select``, ``influence``,
+The Python API (gifcli/api.py; docs/own-model.md, section Python): ``select``, ``influence``,
 ``apply``, ``evaluate`` and ``unlearn``; ``load_checkpoint`` rebuilds a gif checkpoint's model.
 """
 from ._version import __version__

@@ -27,12 +27,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .core.args import Runtime, UnlearnArgs
+from .core.args import DEFAULT_METHOD, Runtime, UnlearnArgs
 from .core.methods import METHODS
 from .core.run import UnlearnResult, run
-from .core.steps import InfluenceRun, edited_copy, influence as _influence, select as _select
+from .methods.influence import chain_method
+from .methods.influence.steps import InfluenceRun, influence as _influence, select as _select
+from .core.edit import edited_copy
 from .core.tasks import ClassRemoval, GivenForget, SplitData
-from .core.walk import Metrics, evaluate as _evaluate
+from .core.passes import Metrics, evaluate as _evaluate
 from .data.datasets import ImageTensors, Split
 from .errors import UsageError
 from .math.hvp import SumLoss, cross_entropy_sum
@@ -67,7 +69,7 @@ def _runtime(device: Union[str, torch.device], batch_size: Optional[int], loss: 
     return Runtime(torch.device(device), int(size), 0, loss=loss or cross_entropy_sum)
 
 
-def method_arguments(method: str = "gif") -> dict[str, tuple[Any, str]]:
+def method_arguments(method: str = DEFAULT_METHOD) -> dict[str, tuple[Any, str]]:
     """A method's keyword arguments: ``{name: (default, help)}`` (from its own arguments dataclass)."""
     import dataclasses
 
@@ -86,13 +88,13 @@ def select(model: nn.Module, forget: DataLike, *, seed: int = 0, train_size: Opt
     selection arguments (criterion, ratio, threshold, output_score; see ``method_arguments("gif")``)."""
     split, bs = as_split(forget)
     rt = _runtime(device, batch_size, loss, bs)
-    args = UnlearnArgs("gif", seed=seed, **options)
+    args = UnlearnArgs(DEFAULT_METHOD, seed=seed, **options)
     task = GivenForget(split)
     return _select(_copy(model, rt.device), task.target(None), args, rt, train_size or len(split))
 
 
 def influence(model: nn.Module, forget: DataLike, train: DataLike, *, J: Union[Selection, IndexSet, None] = None,
-              method: str = "gif", loss: Optional[SumLoss] = None, device: str = "cpu",
+              method: str = DEFAULT_METHOD, loss: Optional[SumLoss] = None, device: str = "cpu",
               batch_size: Optional[int] = None, weight_decay: float = 0.0, **options: Any) -> InfluenceRun:
     """The influence vector over J (``InfluenceRun.delta``): least squares H_J delta = -g.
 
@@ -105,6 +107,7 @@ def influence(model: nn.Module, forget: DataLike, train: DataLike, *, J: Union[S
     rt = _runtime(device, batch_size, loss, fb, tb)
     options.setdefault("target", "forget")  # one vector: the paper's (``target="remaining"``: minus G)
     args = UnlearnArgs(method=method, **options)
+    chain_method(method)  # a method whose edit is an influence vector
     index_set = J.J if isinstance(J, Selection) else J
     task = GivenForget(f)
     return _influence(_copy(model, rt.device), index_set, task.target(None), t, args, rt, weight_decay,
@@ -142,7 +145,7 @@ def unlearn(model: nn.Module, forget: Optional[DataLike] = None, train: Optional
     t, tb = as_split(train)
     v = as_split(validation)[0] if validation is not None else None
     te = as_split(test)[0] if test is not None else None
-    method = options.pop("method", "gif")
+    method = options.pop("method", DEFAULT_METHOD)
     has_scale = "scales" in METHODS.get(method).Args.field_names()
     scales = None if scale == "auto" else tuple([float(scale)] if isinstance(scale, (int, float)) else scale)
     if v is None and (scales is None or not has_scale):

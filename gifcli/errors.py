@@ -31,3 +31,7 @@ class NonFiniteError(GifError):
 
 class GateFailed(GifError):
     """A CI gate (a threshold of ``gif evaluate``) that the model does not pass (exit code 1)."""
+
+
+class ChainBroken(GifError):
+    """A link of an edit's recorded chain does not hold (``gif verify``; exit code 1)."""

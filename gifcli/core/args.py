@@ -22,6 +22,7 @@ from ..errors import UsageError
 from ..math.hvp import SumLoss, cross_entropy_sum
 from .methods import METHODS, MethodArgs
 
+DEFAULT_METHOD = "gif"  # the method of a command or an API call that names none
 COMMON = ("method", "seed", "scale_criterion")
 COMMON_HELP = {
     "method": "unlearning method (gif, fif, pif, if, grad, ssd, finetune, ...; see docs/methods.md)",
@@ -43,7 +44,7 @@ class UnlearnArgs:
 
     __slots__ = ("method", "seed", "scale_criterion", "options")
 
-    def __init__(self, method: str = "gif", seed: int = 0, scale_criterion: Optional[str] = None,
+    def __init__(self, method: str = DEFAULT_METHOD, seed: int = 0, scale_criterion: Optional[str] = None,
                  options: Optional[MethodArgs] = None, **fields: Any) -> None:
         if not isinstance(method, str):
             raise UsageError(f"method must be a name, got {method!r}")

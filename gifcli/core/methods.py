@@ -33,13 +33,30 @@ if TYPE_CHECKING:  # type hints only: the method seam imports nothing of the mac
     from .tasks import Task
 
 
-def arg(help: str, default: Any = None, flag: Optional[str] = None, **kw: Any) -> Any:
-    """A method argument: its help text (shown by --help, docs and errors), its default, and the
-    name of its CLI option when that is not the field's own (``scales`` is ``--scale``)."""
-    metadata = {"help": help, **({"flag": flag} if flag else {})}
+def arg(help: str, default: Any = None, flag: Optional[str] = None, *, choices: Any = None,
+        parse: Optional[Callable[[str], Any]] = None, group: Optional[str] = None, **kw: Any) -> Any:
+    """A method argument, declared once for the CLI, ``gif compare``'s YAML, the API and the docs:
+
+    * ``help``: shown by --help, docs and errors; ``default``; ``flag``: the CLI option's name when
+      it is not the field's own (``scales`` is ``--scale``);
+    * ``choices``: the values it may take (a tuple, or a function returning them, e.g. a
+      registry's names); checked on construction, whatever the caller;
+    * ``parse``: how a command line's (or a YAML file's) text becomes the value (``'2GiB'`` -> a
+      number of bytes), when its type alone does not say;
+    * ``group``: the step of the method it belongs to; a command that runs one step takes that
+      group's options (``gif select``: ``select``; ``gif influence``: ``solve``).
+    """
+    metadata = {"help": help, **({"flag": flag} if flag else {}), **({"choices": choices} if choices else {}),
+                **({"parse": parse} if parse else {}), **({"group": group} if group else {})}
     if "default_factory" in kw:
         return field(metadata=metadata, **kw)
     return field(default=default, metadata=metadata)
+
+
+def choices_of(f: dataclasses.Field) -> Optional[tuple]:
+    """A field's allowed values (None: any)."""
+    c = f.metadata.get("choices")
+    return tuple(c() if callable(c) else c) if c is not None else None
 
 
 @dataclass(frozen=True)
@@ -47,7 +64,8 @@ class MethodArgs:
     """A method's own arguments (subclass it with frozen dataclass fields made by :func:`arg`).
 
     ``cli_prefix`` names the CLI options (``--{prefix}-{field}``; no prefix: ``--{field}``), so two
-    methods may use the same field name; ``validate`` refuses bad values with a UsageError.
+    methods may use the same field name; every field's ``choices`` are checked, then ``validate``
+    refuses other bad values with a UsageError.
     """
 
     cli_prefix: ClassVar[str] = ""
@@ -60,6 +78,9 @@ class MethodArgs:
             v = getattr(self, f.name)
             if isinstance(v, list):  # YAML and JSON give lists; a frozen record keeps tuples
                 object.__setattr__(self, f.name, tuple(v))
+            allowed = choices_of(f)
+            if allowed is not None and v not in allowed and not (v is None and f.default is None):
+                raise UsageError(f"{self.option(f.name)} must be one of {', '.join(map(str, allowed))}, got {v!r}")
         self.validate()
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,6 +90,11 @@ class MethodArgs:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def fields_in(cls, group: str) -> tuple[str, ...]:
+        """The fields of one step (``arg(group=...)``), in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("group") == group)
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -101,24 +127,40 @@ class MethodOutcome:
     search: list[dict] = field(default_factory=list)  # every setting tried, with its validation score
     artifacts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-    summary: dict = field(default_factory=dict)  # what the CLI shows beside the table (e.g. the solver line)
+    summary: dict = field(default_factory=dict)  # phases, the decision line, warnings (Method.report reads it)
 
-    # the influence methods' artifacts, by name (kept as properties for the callers that show them)
-    @property
-    def selection(self):
-        return self.artifacts.get("selection")
 
-    @property
-    def influence(self):
-        return self.artifacts.get("influence")
+@dataclass
+class MethodReport:
+    """What a method says about its edit, for every caller alike (the CLI prints it, report.json,
+    ``gif compare`` and the API record it); nothing outside the method reads its artifacts.
+
+    ``record``: keys merged into report.json (a method with an influence vector: ``influence``);
+    ``lines``: what is printed below the table; ``warnings``; ``describe``: words for the run's
+    title (e.g. J's criterion and share); ``selected``: how many parameters the edit may move, for a
+    method that edits a chosen subset; ``environment``: facts of where it ran (not recorded in the
+    weights' files, shown beside the lines)."""
+
+    record: dict = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    describe: list[str] = field(default_factory=list)
+    selected: Optional[int] = None
+    decision: Optional[str] = None
 
 
 @dataclass
 class Verified:
-    """What ``gif verify`` established about one edit (``checked``) and could not (``unchecked``)."""
+    """What ``gif verify`` established about one edit (``checked``) and could not (``unchecked``);
+    ``edited`` names the checkpoint when the whole chain was verified."""
 
+    edited: str = ""
     checked: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unchecked
 
 
 class Method(ABC):
@@ -126,6 +168,9 @@ class Method(ABC):
 
     name: str = ""
     Args: ClassVar[type[MethodArgs]] = MethodArgs
+    # its edit is a model retrained without the forget set: gif compare measures the other cells against it
+    reference: ClassVar[bool] = False
+    compared: bool = False  # one of the methods gif compare runs when none are named
 
     @abstractmethod
     def unlearn(self, model: nn.Module, task: "Task", data: "Data", args: "UnlearnArgs", rt: "Runtime",
@@ -133,6 +178,19 @@ class Method(ABC):
 
     def check(self, args: "UnlearnArgs", ctx: ModelContext) -> None:
         """Refuse, before any work, what cannot run on this model (a UsageError)."""
+
+    def report(self, outcome: MethodOutcome) -> MethodReport:
+        """What to print and record of an edit beside the metrics (the default: its warnings and the
+        decision line its summary holds)."""
+        return MethodReport(warnings=list(outcome.summary.get("warnings", [])),
+                            decision=outcome.summary.get("decision"))
+
+    def grid(self, args: "UnlearnArgs", criteria: tuple, ratios: tuple) -> list["UnlearnArgs"]:
+        """``gif compare``'s cells of this method: one per criterion x ratio of J for a method whose
+        arguments have both, else its arguments as given."""
+        if args.has("criterion") and args.has("ratio"):
+            return [args.replace(criterion=c, ratio=r) for c in criteria for r in ratios]
+        return [args]
 
     def files(self, outcome: MethodOutcome, folder: Path, loaded: Any, task: "Task", args: "UnlearnArgs"
               ) -> tuple[dict[str, Path], dict]:

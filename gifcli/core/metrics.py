@@ -18,7 +18,7 @@ from torch.nn.utils import parameters_to_vector
 from ..data.datasets import Split
 from ..math.mia import membership_share, softmax_entropy
 from .args import Runtime
-from .walk import outputs
+from .passes import evaluate, outputs
 
 MIA_SAMPLES = 5000  # members and non-members used to fit the attack (and probed samples at most)
 RETAIN_SAMPLE = 5000  # retained training samples every report measures (a fixed sample, seed 0)
@@ -41,16 +41,14 @@ def unlearning_metrics(model: nn.Module, data, task, rt: Runtime, mia: bool = Tr
       validation images), fit on retained (members) against test (non-members) samples; with
       ``svc`` also SalUn's SVC attack on five features.
     """
-    from .walk import evaluate as walk
-
     forget = task.target(data).split
     retain = task.retain(data).sample(RETAIN_SAMPLE, seed=0)
     test, parts = task.test_parts(data)
-    out: dict = {"forget": walk(model, forget, rt, "forget").as_dict(),
-                 "retain": walk(model, retain, rt, "retained").as_dict()}
+    out: dict = {"forget": evaluate(model, forget, rt, "forget").as_dict(),
+                 "retain": evaluate(model, retain, rt, "retained").as_dict()}
     if test is not None:
-        out["test"] = walk(model, test, rt, "test").as_dict()
-    out.update({name: walk(model, split, rt, "test").as_dict() for name, split in parts.items()})
+        out["test"] = evaluate(model, test, rt, "test").as_dict()
+    out.update({name: evaluate(model, split, rt, "test").as_dict() for name, split in parts.items()})
     out.update(task.report(model, data, rt, out))
     if mia and test is not None:
         probes = {"forget": forget}

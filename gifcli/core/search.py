@@ -1,4 +1,4 @@
-"""What the search-based baselines share: candidates scored on validation, training steps.
+"""Choosing on validation, for every method: candidates scored, the best row, training steps.
 
 A search method yields ``(hyper-parameters, edited model)`` candidates from the mildest edit to
 the strongest; each is scored on the validation split by the task's criterion (the rule that
@@ -14,7 +14,7 @@ import copy
 import itertools
 import math
 import time
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -24,9 +24,32 @@ from ..errors import NonFiniteError, UsageError
 from ..models.specs import set_eval
 from .args import Runtime, UnlearnArgs
 from .methods import Method, MethodOutcome, ModelContext
-from .steps import best_row, check_scored, scored
 from .tasks import PRIVACY_ACCURACY_SLACK, Scorer, Task
-from .walk import to_model
+from .passes import to_model
+
+
+def best_row(rows: Sequence[dict], order: str = "scale") -> dict:
+    """The feasible row with the best objective; ties go to the smaller ``order`` (the milder edit).
+
+    A diverged row (objective None: the candidate's outputs were not finite) is never preferred
+    to one that was scored; :func:`check_scored` refuses a search in which every candidate diverged.
+    """
+    return max(rows, key=lambda r: (r["objective"] is not None, bool(r.get("feasible", True)),
+                                    -math.inf if r["objective"] is None else r["objective"], -r[order]))
+
+
+def scored(score: Scorer, model: nn.Module) -> dict:
+    """``score(model)``, or a diverged row when the model's outputs or loss are not finite."""
+    try:
+        return score(model)
+    except NonFiniteError as e:
+        return {"feasible": False, "objective": None, "diverged": str(e)}
+
+
+def check_scored(rows: Sequence[dict], what: str) -> None:
+    """Refuse a search whose every candidate diverged (there is nothing to choose)."""
+    if rows and all(r["objective"] is None for r in rows):
+        raise NonFiniteError(f"{what}: every candidate diverged ({rows[-1]['diverged']})")
 
 
 def search(candidates: Iterator[tuple[dict, nn.Module]], scorer: Scorer, rt: Runtime, method: str,

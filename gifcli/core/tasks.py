@@ -45,7 +45,7 @@ from ..data.forget import ResolvedForget
 from ..errors import GifError, NonFiniteError, UsageError
 from ..registry import Registry
 from .args import Runtime
-from .walk import Metrics, evaluate, masked_outputs, outputs, predictions
+from .passes import Metrics, evaluate, masked_outputs, outputs, predictions
 
 PRIVACY_ACCURACY_SLACK = 0.005  # privacy criterion: validation accuracy may fall at most 0.5 points
 

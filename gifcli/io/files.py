@@ -278,3 +278,14 @@ def make_folder(folder: str | Path) -> Path:
 
 def input_sha256(path: Optional[str | Path]) -> Optional[str]:
     return None if path is None or str(path) == STDIO else sha256_file(path)
+
+
+def pick_file(given: Optional[Path], recorded: Optional[str], beside: Optional[Path] = None,
+          absolute: Optional[str] = None) -> Optional[Path]:
+    """The given file, else the recorded one: as recorded, absolute, or beside the edited checkpoint."""
+    if given is not None:
+        return given
+    for candidate in (recorded, absolute, str(beside / Path(recorded).name) if (beside and recorded) else None):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None

@@ -1,7 +1,7 @@
 """Iterative solvers for the linear systems influence needs, applied through operators only.
 
 A system is given by functions (each call costs one or two Hessian-vector products); every
-solver returns ``(x, SolveStats)``. The dense ``exact`` solve lives in ``influence.py`` because
+solver returns ``(x, SolveStats)``. The dense ``exact`` solve lives in ``gifcli/methods/influence/lstsq.py`` because
 it needs the matrix, not the operator.
 
 * :func:`lsmr` (Fong & Saunders, 2011) on ``min ||A x - b||^2 + damping ||x||^2`` with ``A`` and
@@ -33,7 +33,6 @@ import torch
 Operator = Callable[[torch.Tensor], torch.Tensor]
 Progress = Optional[Callable[[int, int, float], None]]  # (iteration, max_iter, relative residual)
 
-SOLVERS: list[str] = []  # the solvers' names, filled by influence.register_solver (lsmr, cg, neumann, exact, ...)
 
 
 # Fong & Saunders' conlim (SciPy's default). Their atol and btol are the relative accuracy of A's

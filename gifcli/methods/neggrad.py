@@ -13,7 +13,7 @@ import torch
 
 from ..core.methods import METHODS, MethodArgs, arg
 from ..core.search import SearchMethod, batch_steps, cycle, mean_loss, optimizer, step
-from ..core.steps import check_finite_model
+from ..core.edit import check_finite_model
 from ..errors import NonFiniteError, UsageError
 from ..models.specs import set_eval
 

@@ -22,6 +22,7 @@ class RetrainArgs(MethodArgs):
 class Retrain(Method):
     name = "retrain"
     Args = RetrainArgs
+    reference = True  # gif compare measures every other cell of a seed against this one
 
     def unlearn(self, model, task, data, args, rt, ctx):
         from ..models.train import train_model

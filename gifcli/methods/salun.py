@@ -25,7 +25,7 @@ from torch import nn
 
 from ..core.methods import METHODS, MethodArgs, arg
 from ..core.search import SearchMethod, batch_steps, cycle, mean_loss, optimizer, step
-from ..core.walk import shard_batches
+from ..core.passes import shard_batches
 from ..errors import NonFiniteError, UsageError
 from ..models.specs import set_eval
 

@@ -17,7 +17,7 @@ from torch import nn
 from ..core.args import Runtime
 from ..core.methods import METHODS, MethodArgs, arg
 from ..core.search import SearchMethod
-from ..core.walk import shard_batches, to_model
+from ..core.passes import shard_batches, to_model
 from ..data.datasets import Split
 from ..errors import UsageError
 from ..models.specs import set_eval

@@ -25,7 +25,7 @@ class Unedited(Method):
         if base is None:
             return Verified(unchecked=["comparing with the base model (pass --base)"])
         from ..io.files import sha256_tensors
-        from ..pipelines.verify import ChainBroken
+        from ..errors import ChainBroken
 
         if sha256_tensors(base.model.state_dict()) != edited.sha:
             raise ChainBroken("the 'unedited' model's weights are not the base model's")

@@ -28,20 +28,20 @@ import torch
 
 from ..config import TrainConfig
 from ..core.args import Runtime, UnlearnArgs
-from ..core.walk import outputs
+from ..core.passes import outputs
 from ..core.run import run
 from ..core.tasks import SampleRemoval
-from ..core.walk import evaluate
+from ..core.passes import evaluate
+from ..core.metrics import RETAIN_SAMPLE
 from ..data.datasets import Data, load_data
 from ..data.forget import ForgetSet, resolve, write_forget
 from ..errors import GifError, UsageError
 from ..io.files import make_folder, provenance, sha256_file, write_json
 from ..math.forgetting import DELTA, forget_score, logit_scaled_confidence
-from .common import load_model, save_edited
+from ..core.checkpoints import load_model, save_edited
 from .train import run_train
 
 RETRAINED_SEED_OFFSET = 10_000  # retrained models are independent runs, not the originals' twins
-RETAIN_SAMPLE = 5000
 
 Progress = Optional[Callable[[str, int, int, str], None]]
 

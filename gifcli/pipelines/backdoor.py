@@ -20,7 +20,7 @@ from ..errors import InputFileError, UsageError
 from ..io.files import provenance, read_json
 from ..models.specs import ArchSpec
 from ..models.train import TrainProgress
-from .common import Loaded
+from ..core.checkpoints import Loaded
 from .train import TrainReport, train_and_save
 
 

@@ -18,14 +18,21 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from ..core.args import Runtime, UnlearnArgs
+from ..core.methods import METHODS
 from ..core.metrics import avg_gap
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..errors import UsageError
 from ..io.files import make_folder, provenance, save_figure, write_json, write_text
-from .common import Loaded
-from .evaluate import GAP_KEYS, unlearning_metrics
+from ..core.checkpoints import Loaded
+from ..core.metrics import unlearning_metrics
+from .evaluate import GAP_KEYS
 from .unlearn import unlearn_to_folder
+
+
+DEFAULT_CRITERIA = ("topk-outputs",)
+DEFAULT_RATIOS = (0.05, 0.1, 0.3, 0.5)
+DEFAULT_SEEDS = (0,)
 
 
 @dataclass(frozen=True)
@@ -38,22 +45,21 @@ class CompareConfig:
 
     methods: tuple[str, ...]
     arguments: dict  # method -> UnlearnArgs
-    criteria: tuple[str, ...] = ("topk-outputs",)
-    ratios: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5)
-    seeds: tuple[int, ...] = (0,)
+    criteria: tuple[str, ...] = DEFAULT_CRITERIA
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
     svc: bool = True
+
+    @staticmethod
+    def default_methods() -> tuple[str, ...]:
+        """The methods compared when none are named: those that say so (``Method.compared``)."""
+        return tuple(name for name, method in METHODS.items() if method.compared)
 
     def cells(self) -> list[UnlearnArgs]:
         out = []
         for seed in self.seeds:
             for m in self.methods:
-                base = self.arguments[m].replace(seed=seed)
-                if m == "if":  # every parameter: no J to choose
-                    out.append(base.replace(criterion="all", ratio=1.0))
-                elif base.has("criterion") and base.has("ratio"):
-                    out += [base.replace(criterion=c, ratio=r) for c in self.criteria for r in self.ratios]
-                else:
-                    out.append(base)
+                out += METHODS.get(m).grid(self.arguments[m].replace(seed=seed), self.criteria, self.ratios)
         return out
 
 
@@ -74,25 +80,25 @@ def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]]
     make_folder(out_dir)
     rows, references = [], {}
     if retrained is not None:
-        references = {s: {"metrics": unlearning_metrics(retrained.model, data, task_for(s), rt, svc),
+        references = {s: {"metrics": unlearning_metrics(retrained.model, data, task_for(s), rt, svc=svc),
                           "seconds": retrained.meta.get("train_seconds"), "model": retrained.path} for s in seeds}
-    # retraining first, so every other cell of its seed is measured against it
-    for i, args in enumerate(sorted(cells, key=lambda a: a.method != "retrain")):
+    # the reference method (retraining) first, so every other cell of its seed is measured against it
+    for i, args in enumerate(sorted(cells, key=lambda a: not METHODS.get(a.method).reference)):
         tag = tag_of(args)
         rt.report("compare", i, len(cells), tag)
         task = task_for(args.seed)
         result, report, _ = unlearn_to_folder(loaded, data, task, args, rt, out_dir / "cells" / tag,
                                               kind="compare-cell")
-        metrics = unlearning_metrics(result.model, data, task, rt, svc)
+        metrics = unlearning_metrics(result.model, data, task, rt, svc=svc)
         own = args.options.as_dict()
         row = {"method": args.method, "criterion": own.get("criterion"), "ratio": own.get("ratio"), "seed": args.seed,
                "task": task.describe(),
                "hyper": result.outcome.hyper, "method_seconds": result.outcome.seconds,
-               "selected": result.outcome.influence.J.size if result.outcome.influence else None,
+               "selected": METHODS.get(args.method).report(result.outcome).selected,
                "solver_stats": {k: (report.get("influence") or {}).get("stats", {}).get(k)
                                 for k in ("iterations", "hvp_products", "final_relative_residual", "converged")},
                **metrics, "validation_sweep": result.outcome.search, "warnings": report["warnings"], "cell": tag}
-        if args.method == "retrain" and retrained is None:
+        if METHODS.get(args.method).reference and retrained is None:
             references[args.seed] = {"metrics": metrics, "seconds": result.outcome.seconds, "model": tag}
         rows.append(row)
     for row in rows:
@@ -106,7 +112,7 @@ def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]]
                "methods": list(config.methods),
                "criteria": list(config.criteria), "ratios": list(config.ratios), "seeds": list(seeds),
                "args": {m: a.as_dict() for m, a in config.arguments.items()},
-               "base": {str(s_): unlearning_metrics(loaded.model, data, task_for(s_), rt, svc) for s_ in seeds},
+               "base": {str(s_): unlearning_metrics(loaded.model, data, task_for(s_), rt, svc=svc) for s_ in seeds},
                "retrained": retrained.path if retrained else None,
                "references": {str(k): v for k, v in references.items()}, "rows": rows,
                "summary": summarise(rows), "provenance": provenance(kind="compare")}
@@ -192,7 +198,7 @@ def plot(results: dict, path: Path, ratio: Optional[float] = None) -> Optional[P
     ratio = ratio if ratio is not None else results["ratios"][min(1, len(results["ratios"]) - 1)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row in rows:
-        if (row["ratio"] != ratio and row["method"] != "if") or row["seed"] != results["seeds"][0]:
+        if (row["ratio"] != ratio and row["criterion"] != "all") or row["seed"] != results["seeds"][0]:
             continue
         xs = [s["scale"] for s in row["validation_sweep"]]
         label = f"{row['method']} ({row['criterion']})"

@@ -24,11 +24,11 @@ from ..core.args import Runtime
 from ..core.metrics import GAP_KEYS, agreement, avg_gap, l2_distance, mean_kl
 from ..core.metrics import unlearning_metrics as _unlearning_metrics
 from ..core.tasks import Task, f1_score
-from ..core.walk import evaluate as evaluate_split
+from ..core.passes import evaluate as evaluate_split
 from ..data.datasets import Data
 from ..errors import GifError
 from ..io.files import provenance
-from .common import Loaded
+from ..core.checkpoints import Loaded
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -113,9 +113,4 @@ def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
-__all__ = ["GAP_KEYS", "Thresholds", "evaluate_report", "f1_score", "model_metrics", "unlearning_metrics"]
-
-
-def unlearning_metrics(model: nn.Module, data, task: Task, rt: Runtime, svc: bool = True) -> dict:
-    """The metrics of ``gif compare`` and the harness: the one set, with SalUn's SVC attack too."""
-    return _unlearning_metrics(model, data, task, rt, mia=True, svc=svc)
+__all__ = ["GAP_KEYS", "Thresholds", "evaluate_report", "f1_score", "model_metrics"]

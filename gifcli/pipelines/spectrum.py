@@ -8,13 +8,13 @@ from typing import Optional, Sequence
 import torch
 
 from ..core.args import Runtime, UnlearnArgs
-from ..core.steps import hessian_sample
+from ..methods.influence.steps import hessian_sample
 from ..data.datasets import Data
 from ..errors import UsageError
 from ..io.files import provenance, save_figure
 from ..math.lanczos import lanczos, top_by_magnitude
 from ..models.specs import set_eval
-from .common import Loaded
+from ..core.checkpoints import Loaded
 
 
 def spectrum(loaded: Loaded, data: Data, samples: int, top: int, steps: Optional[int], l2: Sequence[float], seed: int,

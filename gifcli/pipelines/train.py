@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..core.args import Runtime
-from ..core.walk import evaluate
+from ..core.passes import evaluate
 from ..data.datasets import Data, DatasetSpec, Split, load_data
 from ..data.forget import ForgetSet, resolve
 from ..errors import InputFileError, UsageError
@@ -37,7 +37,7 @@ def model_meta(spec: ArchSpec, data: Data) -> dict:
 
 
 def build(spec: ArchSpec, data: Data) -> nn.Module:
-    from .common import check_outputs
+    from .inputs import check_outputs
 
     model = spec.build(data.input_shape, data.num_classes)
     check_outputs(model, data, f"architecture {spec.name}")

@@ -15,26 +15,19 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..core.args import Runtime, UnlearnArgs
+from ..core.methods import METHODS
 from ..core.run import UnlearnResult, run
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..io.files import make_folder, provenance, sha256_file, write_json
-from .common import Loaded, save_edited
+from ..core.checkpoints import Loaded, save_edited
 
 
 def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, result: UnlearnResult,
                    kind: str) -> dict:
     """report.json's content, less its ``files`` (added once they are written)."""
     outcome = result.outcome
-    influence = None
-    if outcome.influence is not None:
-        info = outcome.influence.info
-        influence = {"stats": outcome.influence.stats, "hessian": info.get("hessian"), "device": info.get("device"),
-                     "stationarity": info.get("stationarity"), "seconds": outcome.influence.seconds}
-        if "preconditioner" in info:
-            influence["preconditioner"] = info["preconditioner"]
-        if "steps" in info:
-            influence.update({k: info[k] for k in ("steps", "steps_taken", "stopped")})
+    said = METHODS.get(args.method).report(outcome)
     criterion = task.criterion(args.scale_criterion)
     if "scale" in outcome.hyper:
         swept = args.scales is None or len(args.scales) > 1
@@ -46,11 +39,11 @@ def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, re
         "dataset": data.spec.name, "method": args.method, "args": args.as_dict(),
         "runtime": result.extras.get("runtime"), **outcome.hyper,
         "hyper": dict(outcome.hyper), "scale_choice" if "scale" in outcome.hyper else "hyper_choice": choice,
-        "validation_sweep": outcome.search, "warnings": list(outcome.summary.get("warnings", [])),
-        "influence": influence,
+        "validation_sweep": outcome.search, "warnings": said.warnings,
+        "influence": None, **said.record,
         "base": result.base, "edited": result.edited,
         "seconds": result.seconds, "method_seconds": outcome.seconds,
-        "phases": dict(result.extras.get("phases", {})), "decision": outcome.summary.get("decision"),
+        "phases": dict(result.extras.get("phases", {})), "decision": said.decision,
         "provenance": provenance(kind=kind),
     }
 
@@ -74,8 +67,6 @@ def unlearn_to_folder(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs,
 def write_run_files(loaded: Loaded, task: Task, args: UnlearnArgs, result: UnlearnResult, folder: Path,
                     edited_out: Optional[Path], report: dict) -> dict:
     """The method's own files, the edited checkpoint, then report.json; on any failure, none stays."""
-    from ..core.methods import METHODS
-
     start = time.perf_counter()
     outcome = result.outcome
     edited_path = Path(edited_out or folder / "edited.safetensors")

@@ -100,9 +100,9 @@ def test_ratio_outside_unit_interval(runner, tiny_model, tmp_path, fake_mnist, r
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--criterion", "biggest"], "unknown criterion"),
+    (["--criterion", "biggest"], "--criterion must be one of"),
     (["--method", "magic"], "unknown method"),
-    (["--solver", "lu"], "unknown solver"),
+    (["--solver", "lu"], "--solver must be one of"),
 ])
 def test_unknown_names(runner, tiny_model, tmp_path, fake_mnist, args, needle):
     out = tmp_path / "run"

@@ -103,7 +103,7 @@ def test_every_method_runs_from_every_command(runner, quiet, models, tmp_path, m
 
 def test_a_failure_after_the_method_leaves_no_run_folder(runner, quiet, models, tmp_path, monkeypatch):
     """What the CLI prints is built before the files: a failure there writes nothing."""
-    from gifcli.cli import commands
+    from gifcli.cli import edit as commands
 
     def broken(result, args):
         raise RuntimeError("the result line could not be formatted")

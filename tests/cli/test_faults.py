@@ -225,7 +225,7 @@ def test_a_library_value_error_is_a_runtime_failure_not_a_usage_error(runner, ti
                                                                        monkeypatch):
     """Only gif's own validation is a usage error (exit 2); a ValueError from inside the computation (torch's)
     is a failure, exit 1, one line, and GIF_DEBUG=1 shows its traceback."""
-    import gifcli.core.steps as steps
+    import gifcli.methods.influence.steps as steps
 
     def broken(*args, **kwargs):
         raise ValueError("expected a non-empty tensor (from inside torch)")
@@ -316,7 +316,7 @@ def test_a_compare_config_is_checked_like_the_command_line(runner, tiny_model, f
 def test_a_compare_config_may_give_a_number_where_text_is_parsed(runner, tiny_model, fake_mnist, tmp_path):
     """`scale: 1` (a number, the option is parsed from text) and `svc: false` are taken as the command line
     would take --scale 1 and --no-svc."""
-    from gifcli.cli.more import compare_config
+    from gifcli.cli.compare import compare_config
 
     config = tmp_path / "c.yaml"
     config.write_text("forget_label: 1\nscale: 1\nsvc: false\nratios: [0.1, 0.3]\n")
@@ -341,3 +341,29 @@ def test_a_second_run_into_a_folder_in_use_is_refused(runner, tiny_model, fake_m
     r = invoke(runner, args)
     assert r.exit_code == 0, r.output
     assert (folder / "report.json").exists() and not list(tmp_path.glob(".*gif-lock"))
+
+
+@pytest.mark.parametrize("what", ["store", "out-dir"])
+def test_an_audit_store_or_folder_in_use_or_blocked_is_refused_before_any_work(runner, tiny_config, fake_mnist,
+                                                                             tmp_path, what):
+    """The audit's model store and its output folder belong to one run at a time, and an output under a
+    regular file is refused before the first model is trained (here the data folder is empty, so any
+    work would fail on that first)."""
+    from gifcli.io.files import folder_lock
+
+    forget = tmp_path / "forget.json"
+    r = invoke(runner, ["forget-set", "--dataset", "mnist", "--random", 10, "--out", forget, "--data-dir", fake_mnist])
+    assert r.exit_code == 0, r.output
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    store, folder = tmp_path / "store", tmp_path / "audit"
+    args = ["audit", "--config", tiny_config, "--forget", forget, "--models", 3, "--store", store, "--out-dir", folder,
+            "--data-dir", empty, "--device", "cpu", "--no-plot"]
+    with folder_lock(store if what == "store" else folder):
+        refused(invoke(runner, args), "in use by another gif run")
+    assert not store.exists() and not folder.exists()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    blocked = [a if a not in (store, folder) or (a == store) != (what == "store") else blocker / "x" for a in args]
+    refused(invoke(runner, blocked), "is a file")
+    assert not store.exists() and not folder.exists()

@@ -8,7 +8,7 @@ import torch
 import typer.main
 
 from gifcli.cli import app
-from gifcli.cli.app import _GENERATED, option_specs
+from gifcli.cli.options import _GENERATED, option_specs
 from gifcli.core.args import COMMON
 from gifcli.core.methods import METHODS
 from .conftest import invoke

@@ -105,7 +105,7 @@ def test_python_api_gives_the_cli_chains_weights(runner, imported, user, tmp_pat
                          target="forget", newton_steps=1)  # the chain's edit: the paper's one step
     for (name, a), b in zip(result.model.state_dict().items(), cli_model.state_dict().values()):
         assert torch.equal(a, b), name
-    assert result.scale == scale and result.outcome.influence.stats["converged"] is not None
+    assert result.scale == scale and result.outcome.artifacts["influence"].stats["hvp_products"] > 0
 
 
 @pytest.fixture(scope="module")

@@ -87,9 +87,9 @@ def test_influence_file_solves_its_normal_equations(chain, fake_mnist):
     model, _ = load_checkpoint(chain["model"])
     model = model.double()
     data = load_data(DatasetSpec.parse("mnist"), str(fake_mnist))
-    # the Hessian of the data the file records: all of the training data (the default) or what remains
-    assert meta["hessian"]["data"] in ("all", "remaining")
-    pool = data.fit if meta["hessian"]["data"] == "all" else data.fit.where(data.fit.labels != 3)
+    # the Hessian is of all the training data (the default: what the model was trained on)
+    assert meta["hessian"]["data"] == "all"
+    pool = data.fit
     assert meta["hessian"]["pool_size"] == len(pool)
     sample = pool.sample(128, seed=0)
     f, theta = _flat_loss(model, data, sample.indices)
@@ -203,8 +203,8 @@ def test_solver_options_reach_the_solver(runner, chain, fake_mnist, tmp_path):
     assert dm["solver_options"]["damping"] == 10 and float(damped.norm()) < float(plain.norm())
     _, cm = _delta(outs["cg"])
     _, nm = _delta(outs["neumann"])
-    assert cm["stats"]["solver"] == "cg" and cm["stats"]["iterations"] <= 3
-    assert nm["stats"]["solver"] == "neumann" and nm["stats"]["iterations"] <= 3
+    assert cm["stats"]["solver"] == "cg" and 1 <= cm["stats"]["iterations"] <= 3
+    assert nm["stats"]["solver"] == "neumann" and 1 <= nm["stats"]["iterations"] <= 3
 
 
 def test_cifar10_code_path(runner, tmp_path):
@@ -225,7 +225,7 @@ def test_cifar10_code_path(runner, tmp_path):
     assert r.exit_code == 0, r.output
 
 
-def test_unlearning_options_reach_the_library(runner, chain, fake_mnist, tmp_path):
+def test_unlearning_options_reach_the_library(runner, chain, fake_mnist, tmp_path, monkeypatch):
     """--weight-decay, --hessian-data, --recurrence, --hvp-mode and --output-score change what runs."""
     base = ["influence", "--model", chain["model"], "--mask", chain["mask"], "--forget-label", 3, "--hessian-samples",
             64, "--max-iter", 40, "--tol", 1e-6, "--device", "cpu", "--data-dir", fake_mnist]
@@ -244,6 +244,13 @@ def test_unlearning_options_reach_the_library(runner, chain, fake_mnist, tmp_pat
     assert metas["default"]["stats"]["recurrence_dtype"] == "float64"
     assert metas["recompute"]["hessian"]["hvp_mode"] == "recompute"
     torch.testing.assert_close(deltas["recompute"], deltas["default"], rtol=1e-4, atol=1e-7)  # same products
+    # --output-score reaches the selection's pass over the outputs (on this tiny net both scores pick the
+    # same units; on the shipped CNN they do not)
+    from gifcli.methods.influence import steps
+
+    scored_with, original = [], steps.output_sums
+    monkeypatch.setattr(steps, "output_sums", lambda *a, **k: (scored_with.append(a[2] if len(a) > 2 else k["score"]),
+                                                                original(*a, **k))[1])
     masks = {}
     for score in ("abs", "positive"):
         out = tmp_path / f"mask-{score}.json"
@@ -251,4 +258,5 @@ def test_unlearning_options_reach_the_library(runner, chain, fake_mnist, tmp_pat
                             "--out", out, "--data-dir", fake_mnist])
         assert r.exit_code == 0, r.output
         masks[score] = json.loads(out.read_text())
+    assert scored_with == ["abs", "positive"]
     assert masks["abs"]["output_score"] == "abs" and masks["positive"]["output_score"] == "positive"

@@ -8,7 +8,7 @@ import torch
 
 from gifcli.api import as_split
 from gifcli.core.args import Runtime
-from gifcli.core.steps import STATIONARITY_BATCH, STATIONARITY_COHERENCE, gradient_coherence
+from gifcli.methods.influence.steps import STATIONARITY_BATCH, STATIONARITY_COHERENCE, gradient_coherence
 from gifcli.math.hvp import cross_entropy_sum
 
 from tests.conftest import REAL_MNIST, ROOT
@@ -94,9 +94,10 @@ def test_the_shipped_converged_model_is_stationary_however_small_the_forget_set(
     about a hundred times the forget set's own, though the model is at its optimum; the coherence does not
     see the forget set, and calls the model stationary."""
     from gifcli.core.args import UnlearnArgs
-    from gifcli.core.steps import gradients
+    from gifcli.methods.influence.steps import gradients
     from gifcli.core.tasks import Target
-    from gifcli.pipelines.common import load_data_for, load_model
+    from gifcli.pipelines.inputs import load_data_for
+    from gifcli.core.checkpoints import load_model
 
     loaded = load_model(ROOT / "checkpoints" / "mnist_cnn.safetensors")
     data = load_data_for(loaded, None, str(REAL_MNIST))

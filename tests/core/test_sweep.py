@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from gifcli.core.steps import SEARCH_FACTOR, best_row, parse_scales, search_scale, sweep_scales
+from gifcli.methods.influence.steps import SEARCH_FACTOR, search_scale, sweep_scales
+from gifcli.parsing import parse_scales
+from gifcli.core.search import best_row
 from gifcli.errors import NonFiniteError, UsageError
 from gifcli.math.params import IndexSet, ParamSpace
 

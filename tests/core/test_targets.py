@@ -4,7 +4,7 @@ import torch
 
 from gifcli.api import as_split
 from gifcli.core.args import Runtime, UnlearnArgs
-from gifcli.core.steps import retained_gradient, right_hand_side, stationarity_warning
+from gifcli.methods.influence.steps import retained_gradient, right_hand_side, stationarity_warning
 from gifcli.core.tasks import Target
 from gifcli.math.hvp import cross_entropy_sum
 
@@ -90,8 +90,8 @@ def test_the_masked_target_is_the_papers_gradient_reweighted_by_p_over_1_minus_p
     """At the unedited weights, the gradient of CE(z, q) with q the model's own softmax with the trained
     label masked is -(p / (1 - p)) times the gradient of CE(z, label), image by image (p - q =
     -(p / (1 - p)) (p - e_y)): --target masked's right-hand side, against that identity written out."""
-    from gifcli.core.steps import masked_target_gradient
-    from gifcli.core.walk import masked_outputs
+    from gifcli.methods.influence.steps import masked_target_gradient
+    from gifcli.core.passes import masked_outputs
 
     model, x, y = softmax_regression(4)
     rt = Runtime(torch.device("cpu"), 8, 0, loss=cross_entropy_sum)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from gifcli.math.hvp import HessianSample, cross_entropy_sum
-from gifcli.math.influence import SolverOptions, influence
+from gifcli.methods.influence.lstsq import SolverOptions, influence
 from gifcli.math.kfac import KFACPreconditioner, fit_factors
 from gifcli.math.params import IndexSet, ParamSpace
 

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from gifcli.math.hvp import HessianSample, mse_sum
-from gifcli.math.influence import SolverOptions, apply_update, influence
+from gifcli.methods.influence.lstsq import SolverOptions, influence
+from gifcli.core.edit import apply_update
 from gifcli.math.params import IndexSet
 
 N, HETERO, GROUP, AMP = 1000, 200, 5, 5.0

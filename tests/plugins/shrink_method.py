@@ -49,7 +49,7 @@ class Shrink(Method):
             return Verified(unchecked=["re-deriving the shrunk weights (needs the base model)"])
         factor = edit["args"]["factor"]
         if sha256_tensors(shrunk(base.model, factor).state_dict()) != edited.sha:
-            from gifcli.pipelines.verify import ChainBroken
+            from gifcli.errors import ChainBroken
 
             raise ChainBroken(f"the edited weights are not the base with its last layer x {factor}")
         return Verified(checked=[f"edited weights = base with the last layer x {factor:g} (re-derived)"])

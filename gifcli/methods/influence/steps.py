@@ -1,12 +1,12 @@
-"""The steps every unlearning chain shares: select J -> influence -> (scale sweep) -> apply.
+"""gif's steps: select J -> stationarity -> influence -> scale search (the edit itself is
+:func:`gifcli.core.edit.edited_copy`).
 
-Each step takes a model, data splits and a Runtime and returns values; the CLI's ``select``,
-``influence`` and ``apply`` commands call these same functions one at a time, the core's
-``run`` calls them in a row, so a hand-run chain and ``remove-class`` give the same weights.
+Each step takes a model, data splits and a Runtime and returns values; ``gif select``, ``gif
+influence`` and ``gif apply`` call these same functions one at a time and the method calls them in
+a row, so a hand-run chain and ``remove-class`` give the same weights.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,34 +14,25 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
-from ..data.datasets import BATCH, Split, batches
-from ..errors import GifError, NonFiniteError, UsageError
-from ..math.hvp import HessianSample, loss_gradient_sum
-from ..math.influence import METHODS as INFLUENCE_METHODS, InfluenceResult, apply_update, influence as solve_influence
-from ..math.params import IndexSet, ParamSpace
-from ..math.selection import HOOK_CRITERIA, Selection, SelectionError, gradient_scores, output_sums, select as select_J
-from ..math.solvers import SolverArgumentError
-from ..models.specs import set_eval
-from .args import Runtime, UnlearnArgs
-from .tasks import Scorer, Target
-from .walk import masked_outputs, shard_batches, summed_gradient
+from ...core.args import Runtime, UnlearnArgs
+from ...core.edit import check_finite_model, edited_copy, space_of
+from ...core.passes import masked_outputs, shard_batches, summed_gradient
+from ...core.search import best_row, check_scored, scored
+from ...core.tasks import Scorer, Target
+from ...data.datasets import BATCH, Split, batches
+from ...errors import GifError, NonFiniteError, UsageError
+from ...math.hvp import HessianSample, loss_gradient_sum
+from ...math.params import IndexSet
+from ...math.selection import HOOK_CRITERIA, Selection, SelectionError, gradient_scores, output_sums, select as select_J
+from ...math.solvers import SolverArgumentError
+from ...models.specs import set_eval
+from .lstsq import VARIANTS, InfluenceResult, influence as solve_influence
 
 GRAPH_BUDGET_SHARE = 0.5  # hvp-mode auto: the kept graphs may use this share of free memory
 
 
-def space_of(model: nn.Module) -> ParamSpace:
-    return ParamSpace.of(list(model.named_parameters()))
-
-
-def check_finite_model(model: nn.Module, what: str = "the model") -> None:
-    for name, p in model.named_parameters():
-        if not bool(torch.isfinite(p).all()):
-            raise NonFiniteError(f"{what} has NaN or infinite values in {name}")
-
-
-# ---------------------------------------------------------------------------------------------
 def target_gradient(model: nn.Module, target: Target, pool_size: int, rt: Runtime) -> torch.Tensor:
     """g of the sign convention: the forget samples' summed loss gradient / |Hessian pool|.
 
@@ -337,7 +328,7 @@ def hessian_sample(model: nn.Module, pool: Split, args: UnlearnArgs, rt: Runtime
 def influence(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Split, args: UnlearnArgs,
               rt: Runtime, weight_decay: float = 0.0, retain: Optional[Split] = None,
               rhs: Optional[tuple[torch.Tensor, dict]] = None, training: Optional[Split] = None) -> InfluenceRun:
-    """delta over J: the least-squares solution of ``A delta = b`` for ``args.method`` (math/influence.py).
+    """delta over J: the least-squares solution of ``A delta = b`` for ``args.method`` (lstsq.py).
 
     ``retain``: the data a retrained model is trained on (default: ``pool``); the retained
     objective's gradient is measured on it (``args.target``, :func:`right_hand_side`).
@@ -369,7 +360,7 @@ def influences(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Sp
                     "dtype": str(g.dtype).replace("torch.", "")}
             out.append(InfluenceRun(-J.gather(g).detach().cpu(), J, info, time.perf_counter() - start, stats))
         return out
-    if args.method not in INFLUENCE_METHODS:
+    if args.method not in VARIANTS:
         raise UsageError(f"method {args.method!r} has no influence vector; use one of gif, fif, pif, if, grad")
     if J is None:
         J = IndexSet.everything(space_of(model))
@@ -379,7 +370,7 @@ def influences(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Sp
     try:
         P, pinfo = None, None
         if args.preconditioner == "kfac":
-            from ..math.kfac import preconditioner
+            from ...math.kfac import preconditioner
 
             rt.report("precondition", 0, None, "K-FAC factors")
             kfac = preconditioner(model, hess.batches, rt.loss, hess.n_samples, J, weight_decay, args.kfac_damping,
@@ -423,45 +414,6 @@ def influences(model: nn.Module, J: Optional[IndexSet], target: Target, pool: Sp
     finally:
         hess.release()
     return runs
-
-
-# ---------------------------------------------------------------------------------------------
-def edited_copy(model: nn.Module, J: IndexSet, delta: torch.Tensor, scale: float) -> nn.Module:
-    """A copy of ``model`` with theta_J <- theta_J - scale * delta (refuses non-finite results)."""
-    if not math.isfinite(scale):
-        raise UsageError(f"scale must be a finite number, got {scale}")
-    edited = copy.deepcopy(model)
-    theta = parameters_to_vector(edited.parameters()).detach()
-    idx = J.indices.to(theta.device)
-    theta[idx] = apply_update(theta[idx], delta.to(theta.device), scale)
-    if not bool(torch.isfinite(theta[idx]).all()):
-        raise NonFiniteError(f"scale {scale:g} makes the edited weights overflow (NaN or infinite values)")
-    vector_to_parameters(theta, edited.parameters())
-    return set_eval(edited)
-
-
-def best_row(rows: Sequence[dict], order: str = "scale") -> dict:
-    """The feasible row with the best objective; ties go to the smaller ``order`` (the milder edit).
-
-    A diverged row (objective None: the candidate's outputs were not finite) is never preferred
-    to one that was scored; :func:`check_scored` refuses a search in which every candidate diverged.
-    """
-    return max(rows, key=lambda r: (r["objective"] is not None, bool(r.get("feasible", True)),
-                                    -math.inf if r["objective"] is None else r["objective"], -r[order]))
-
-
-def scored(score: Scorer, model: nn.Module) -> dict:
-    """``score(model)``, or a diverged row when the model's outputs or loss are not finite."""
-    try:
-        return score(model)
-    except NonFiniteError as e:
-        return {"feasible": False, "objective": None, "diverged": str(e)}
-
-
-def check_scored(rows: Sequence[dict], what: str) -> None:
-    """Refuse a search whose every candidate diverged (there is nothing to choose)."""
-    if rows and all(r["objective"] is None for r in rows):
-        raise NonFiniteError(f"{what}: every candidate diverged ({rows[-1]['diverged']})")
 
 
 SEARCH_START = 1.0  # the scale search's first candidate
@@ -591,19 +543,6 @@ def search_scale(model: nn.Module, J: IndexSet, delta: torch.Tensor, score: Scor
     rows.sort(key=lambda r: r["scale"])
     check_scored(rows, "the scale search")
     return best_row(rows)["scale"], rows
-
-
-def parse_scales(text: str) -> Optional[list[float]]:
-    """'auto' -> None (the default grid, chosen on validation); '1,2,5' -> [1.0, 2.0, 5.0]."""
-    if text.strip() == "auto":
-        return None
-    try:
-        vals = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UsageError(f"--scale must be 'auto', a number or a comma-separated list, got {text!r}") from None
-    if not vals or not all(math.isfinite(v) for v in vals):
-        raise UsageError(f"--scale must be 'auto', a number or a comma-separated list, got {text!r}")
-    return vals
 
 
 def dead_share(J: IndexSet, g: torch.Tensor) -> float:

@@ -37,11 +37,12 @@ from typing import Callable, Optional
 
 import torch
 
-from .hvp import HessianSample
-from .params import IndexSet
-from .solvers import SOLVERS, Progress, SolverArgumentError, SolveStats, cg, lsmr, neumann
+from ...math.hvp import HessianSample
+from ...math.params import IndexSet
+from ...registry import Registry
+from ...math.solvers import Progress, SolverArgumentError, SolveStats, cg, lsmr, neumann
 
-METHODS = ("gif", "fif", "pif", "if")
+VARIANTS = ("gif", "fif", "pif", "if")  # the paper's least-squares problems (module docstring)
 SYSTEMS = ("normal", "direct")
 MAX_EXACT_BYTES = 2 << 30  # `exact` forms A in float64, column by column; it refuses above this
 
@@ -89,7 +90,7 @@ def _problem(method: str, hess: HessianSample, J: IndexSet, g: torch.Tensor) -> 
         return _Problem(op, op, -J.gather(g), J.size, True)
     if method in ("pif", "if"):
         return _Problem(H, H, -g, g.numel(), True)
-    raise SolverArgumentError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    raise SolverArgumentError(f"unknown method {method!r}; choose from {', '.join(VARIANTS)}")
 
 
 def _dense_columns(apply: Callable, n_cols: int, like: torch.Tensor) -> torch.Tensor:
@@ -168,20 +169,13 @@ def _solve_exact(problem: _Problem, options: SolverOptions, like: torch.Tensor) 
 # ---------------------------------------------------------------------------------------------
 # the solver registry: a solver is one function (problem, options, like, progress) -> (x, stats)
 SolverFn = Callable[[_Problem, SolverOptions, torch.Tensor, Progress], tuple[torch.Tensor, SolveStats]]
-SOLVER_FUNCTIONS: dict[str, SolverFn] = {}
+SOLVERS: Registry[SolverFn] = Registry("solver")
 
 
 def register_solver(name: str) -> Callable[[SolverFn], SolverFn]:
     """``@register_solver("mine")`` on ``solve(problem, options, like, progress) -> (x, SolveStats)``:
     ``--solver mine`` then solves min ||A x - b|| (``problem.apply``/``apply_t``/``b``/``n_cols``)."""
-    def add(fn: SolverFn) -> SolverFn:
-        if name in SOLVER_FUNCTIONS:
-            raise ValueError(f"solver {name!r} is registered already")
-        SOLVER_FUNCTIONS[name] = fn
-        if name not in SOLVERS:
-            SOLVERS.append(name)
-        return fn
-    return add
+    return SOLVERS.register(name)
 
 
 def _normal_system(problem: _Problem, options: SolverOptions):
@@ -216,27 +210,16 @@ def _neumann(problem: _Problem, options: SolverOptions, like: torch.Tensor, prog
 register_solver("exact")(lambda problem, options, like, progress: _solve_exact(problem, options, like))
 
 
-def _load_solver_modules() -> None:
-    """Every ``gifcli/math/solver_*.py`` registers its solver: a new solver is one such file."""
-    import importlib
-    import pkgutil
-    from pathlib import Path
-
-    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
-        if info.name.startswith("solver_"):
-            importlib.import_module(f"{__package__}.{info.name}")
-
-
 def solve_problem(
     problem: _Problem, options: SolverOptions, like: torch.Tensor, progress: Progress = None
 ) -> tuple[torch.Tensor, SolveStats]:
-    if options.solver not in SOLVER_FUNCTIONS:
-        raise SolverArgumentError(f"unknown solver {options.solver!r}; choose from {', '.join(SOLVER_FUNCTIONS)}")
+    if options.solver not in SOLVERS:
+        raise SolverArgumentError(f"unknown solver {options.solver!r}; choose from {', '.join(SOLVERS)}")
     if options.system not in SYSTEMS:
         raise SolverArgumentError(f"unknown system {options.system!r}; choose from {', '.join(SYSTEMS)}")
     if not (options.damping >= 0 and math.isfinite(options.damping)):
         raise SolverArgumentError(f"damping must be a finite number >= 0, got {options.damping}")
-    return SOLVER_FUNCTIONS[options.solver](problem, options, like, progress)
+    return SOLVERS.get(options.solver)(problem, options, like, progress)
 
 
 def _preconditioned(problem: _Problem, P: Callable) -> _Problem:
@@ -268,8 +251,8 @@ def influence(
     preconditioned residual; the unpreconditioned one is measured at the end (three more
     products, counted) and recorded as ``stats.true_residual``.
     """
-    if method not in METHODS:
-        raise SolverArgumentError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method not in VARIANTS:
+        raise SolverArgumentError(f"unknown method {method!r}; choose from {', '.join(VARIANTS)}")
     if method == "if":
         J = IndexSet.everything(hess.space)
     if J.size == 0:
@@ -296,11 +279,3 @@ def influence(
     x = x.to(g.dtype)
     delta = J.gather(x) if method == "pif" else x
     return InfluenceResult(delta.detach(), J, method, stats)
-
-
-def apply_update(theta_J: torch.Tensor, delta: torch.Tensor, scale: float) -> torch.Tensor:
-    """theta_J - scale * delta: scale > 0 removes the forget data (module docstring)."""
-    return theta_J - scale * delta.to(theta_J.dtype)
-
-
-_load_solver_modules()

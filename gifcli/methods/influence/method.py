@@ -15,20 +15,21 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ..core.args import Runtime, UnlearnArgs
-from ..core.methods import METHODS, Method, MethodArgs, MethodOutcome, ModelContext, Verified, arg
-from ..core.steps import (TARGETS, InfluenceRun, best_row, edited_copy, gradient_coherence, gradients, influences,
-                          masked_target_gradient, resolve_target, scored, select, stationarity_record, sweep_scales,
-                          target_gradient)
-from ..core.walk import masked_outputs
-from ..core.timing import Phases
-from ..core.tasks import Task
-from ..data.datasets import Data
-from ..errors import UsageError
-from ..math.influence import SolverOptions
-from ..math.kfac import DEFAULT_KFAC_DAMPING
-from ..math.selection import CRITERIA, OUTPUT_SCORES
-from ..math.solvers import SOLVERS
+from ...core.args import Runtime, UnlearnArgs
+from ...core.methods import Method, MethodArgs, MethodOutcome, MethodReport, ModelContext, Verified, arg
+from .steps import (TARGETS, InfluenceRun, gradient_coherence, gradients, influences, masked_target_gradient, resolve_target, select, stationarity_record, stationarity_warning, sweep_scales,
+                    target_gradient)
+from ...core.search import best_row, scored
+from ...core.edit import edited_copy
+from ...core.passes import masked_outputs
+from ...core.timing import Phases
+from ...core.tasks import Task
+from ...data.datasets import Data
+from ...errors import UsageError
+from ...parsing import parse_scales, parse_size
+from .lstsq import SOLVERS, SolverOptions
+from ...math.kfac import DEFAULT_KFAC_DAMPING
+from ...math.selection import CRITERIA, OUTPUT_SCORES
 
 HVP_MODES = ("auto", "retain", "recompute", "forward")
 HESSIAN_DATA = ("remaining", "all")
@@ -40,55 +41,58 @@ PRECONDITIONERS = ("none", "kfac")
 class InfluenceArgs(MethodArgs):
     """The arguments of the influence methods (gif, fif, pif, if, grad)."""
 
-    criterion: str = arg(f"how J is chosen: {', '.join(CRITERIA)}", "topk-outputs")
-    ratio: float = arg("share of each layer's parameters in J, in (0, 1]", 0.1)
-    threshold: Optional[float] = arg("threshold criterion: score a unit must exceed (default: the layer's mean)")
+    # select: how J is chosen (gif select)
+    criterion: str = arg(f"how J is chosen: {', '.join(CRITERIA)}", "topk-outputs", choices=CRITERIA, group="select")
+    ratio: float = arg("share of each layer's parameters in J, in (0, 1]", 0.1, group="select")
+    threshold: Optional[float] = arg("threshold criterion: score a unit must exceed (default: the layer's mean)",
+                                     group="select")
     output_score: str = arg("topk-outputs/threshold score: 'abs' (mean |output|, the paper's) or 'positive' "
-                            "(mean max(output, 0), what a following ReLU passes on)", "abs")
-    solver: str = arg(f"linear solver: {', '.join(SOLVERS)}", "lsmr")
-    tol: float = arg("stop at this relative residual of the normal equations", 1e-2)
+                            "(mean max(output, 0), what a following ReLU passes on)", "abs", choices=OUTPUT_SCORES,
+                            group="select")
+    # solve: the influence vector over J (gif influence)
+    solver: str = arg(f"linear solver: {', '.join(SOLVERS)}", "lsmr", choices=SOLVERS.names, group="solve")
+    tol: float = arg("stop at this relative residual of the normal equations", 1e-2, group="solve")
     max_iter: int = arg("maximum solver iterations (each costs two Hessian-vector products; LSMR returns its best "
-                        "iterate when it stops there)", 30)
-    damping: float = arg("lambda of min ||A x - b||^2 + lambda ||x||^2 (regularises the solve)", 0.0)
+                        "iterate when it stops there)", 30, group="solve")
+    damping: float = arg("lambda of min ||A x - b||^2 + lambda ||x||^2 (regularises the solve)", 0.0, group="solve")
     weight_decay: Union[str, float] = arg("add the training objective's weight decay to H: 'auto' (from the "
-                                          "checkpoint's training config), a number, or 0", 0.0)
-    recurrence: str = arg("precision of the solver's own vectors: float64 or model (the model's dtype)", "float64")
+                                          "checkpoint's training config), a number, or 0", 0.0, group="solve")
+    recurrence: str = arg("precision of the solver's own vectors: float64 or model (the model's dtype)", "float64",
+                          choices=RECURRENCES, group="solve")
     preconditioner: str = arg("preconditioner of the solve: none, or kfac (per-layer Kronecker factors of Linear and "
-                              "Conv2d layers, fitted on the Hessian sample)", "none")
-    kfac_damping: float = arg("kfac: damping relative to each layer's mean K-FAC curvature", DEFAULT_KFAC_DAMPING)
+                              "Conv2d layers, fitted on the Hessian sample)", "none", choices=PRECONDITIONERS,
+                              group="solve")
+    kfac_damping: float = arg("kfac: damping relative to each layer's mean K-FAC curvature", DEFAULT_KFAC_DAMPING,
+                              group="solve")
     hvp_mode: str = arg("retain (keep first-order graphs), recompute (constant memory), forward, or auto "
-                        "(retain when the graphs fit --memory-budget)", "auto")
+                        "(retain when the graphs fit --memory-budget)", "auto", choices=HVP_MODES, group="solve")
     memory_budget: Optional[float] = arg("what the kept graphs may use with hvp-mode auto, e.g. 2GiB "
-                                         "(default: half the free device memory)")
-    hessian_samples: int = arg("training samples in the Hessian sample", 256)
+                                         "(default: half the free device memory)", parse=parse_size, group="solve")
+    hessian_samples: int = arg("training samples in the Hessian sample", 256, group="solve")
     hessian_data: str = arg("the data the Hessian is of: 'all' (what the model was trained on: the influence "
                             "function's derivative at eps = 0) or 'remaining' (minus the forget set, eq. 9 with "
-                            "eps = -1)", "all")
+                            "eps = -1)", "all", choices=HESSIAN_DATA, group="solve")
     target: str = arg("the gradient the edit is of: 'auto' (measure how far the model is from a stationary point "
                       "of its training loss: the paper's one 'forget' step where it is at one, up to --newton-steps "
                       "'remaining' steps where it is not), 'forget' (the forget set's, the paper's), 'remaining' "
                       "(minus the retained data's: a Newton step on the retained objective, which also holds where "
-                      "the model is not at an optimum), or 'forget-then-remaining' (the first step forget, later "
-                      "steps remaining)", "auto")
+                      "the model is not at an optimum), 'forget-then-remaining' (the first step forget, later "
+                      "steps remaining), or 'masked' (toward the unedited model's outputs with the trained label "
+                      "masked)", "auto", choices=TARGETS, group="solve")
     gradient_samples: int = arg("retained training samples the training loss's gradient is measured on "
                                 "(--target remaining and the stationarity check; 0: all of it, a sample is faster "
-                                "and noisier)", 0)
+                                "and noisier)", 0, group="solve")
+    # step: how many steps and at which scale (remove-class, remove-samples, backdoor recover; gif apply takes a scale)
     newton_steps: int = arg("the most re-linearised steps: each solves again at the edited weights and chooses its own "
                             "scale on validation; stops early when a step no longer improves the validation criterion "
-                            "(--target auto at a stationary point, or a given --scale: one step)", 3)
+                            "(--target auto at a stationary point, or a given --scale: one step)", 3, group="step")
     scales: Optional[tuple[float, ...]] = arg("the scale: 'auto' (bracketed from 1 by factors of 4, then refined to "
                                               "2^(1/4), chosen on validation), a number, or a comma-separated list "
-                                              "to choose from", flag="scale")
+                                              "to choose from", flag="scale", parse=parse_scales, group="step")
 
     def validate(self) -> None:
-        if self.criterion not in CRITERIA:
-            raise UsageError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
         if not (isinstance(self.ratio, (int, float)) and 0.0 < self.ratio <= 1.0):
             raise UsageError(f"ratio must be in (0, 1], got {self.ratio}")
-        if self.output_score not in OUTPUT_SCORES:
-            raise UsageError(f"unknown output score {self.output_score!r}; choose from {', '.join(OUTPUT_SCORES)}")
-        if self.solver not in SOLVERS:
-            raise UsageError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
         if not (math.isfinite(self.tol) and self.tol > 0):
             raise UsageError(f"--tol must be a positive number, got {self.tol}")
         if self.max_iter <= 0:
@@ -103,24 +107,14 @@ class InfluenceArgs(MethodArgs):
             if not (math.isfinite(wd) and wd >= 0):
                 raise UsageError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
             object.__setattr__(self, "weight_decay", wd)
-        if self.preconditioner not in PRECONDITIONERS:
-            raise UsageError(f"--preconditioner must be one of {', '.join(PRECONDITIONERS)}, got {self.preconditioner!r}")
         if not (math.isfinite(self.kfac_damping) and self.kfac_damping > 0):
             raise UsageError(f"--kfac-damping must be a positive number, got {self.kfac_damping}")
         if self.preconditioner != "none" and (self.solver == "exact" or self.damping):
             raise UsageError("--preconditioner works with the iterative solvers and without --damping")
-        if self.recurrence not in RECURRENCES:
-            raise UsageError(f"--recurrence must be one of {', '.join(RECURRENCES)}, got {self.recurrence!r}")
-        if self.hvp_mode not in HVP_MODES:
-            raise UsageError(f"unknown --hvp-mode {self.hvp_mode!r}; choose from {', '.join(HVP_MODES)}")
         if self.memory_budget is not None and not (math.isfinite(self.memory_budget) and self.memory_budget > 0):
             raise UsageError(f"--memory-budget must be a positive number of bytes, got {self.memory_budget}")
         if self.hessian_samples <= 0:
             raise UsageError(f"--hessian-samples must be positive, got {self.hessian_samples}")
-        if self.hessian_data not in HESSIAN_DATA:
-            raise UsageError(f"--hessian-data must be one of {', '.join(HESSIAN_DATA)}, got {self.hessian_data!r}")
-        if self.target not in TARGETS:
-            raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.gradient_samples < 0:
             raise UsageError(f"--gradient-samples must be 0 (all) or positive, got {self.gradient_samples}")
         if self.newton_steps < 1:
@@ -268,23 +262,62 @@ class InfluenceMethod(Method):
         return MethodOutcome(edited, hyper, all_rows, {k: v for k, v in artifacts.items() if v is not None},
                              time.perf_counter() - start, summary)
 
+    @property
+    def selects(self) -> bool:
+        """Whether it edits a chosen J (``if`` edits every parameter)."""
+        return self.name != "if"
+
+    @property
+    def compared(self) -> bool:  # gif compare's default grid: the methods that select J
+        return self.selects
+
+    def grid(self, args: UnlearnArgs, criteria: tuple, ratios: tuple) -> list[UnlearnArgs]:
+        if not self.selects:  # every parameter: no J to choose
+            return [args.replace(criterion="all", ratio=1.0)]
+        return super().grid(args, criteria, ratios)
+
+    def report(self, outcome: MethodOutcome) -> MethodReport:
+        """The solve's record (report.json's ``influence``), the solver line and the memory note,
+        the stationarity caution, and J's criterion and size."""
+        out = super().report(outcome)
+        run, selection = outcome.artifacts.get("influence"), outcome.artifacts.get("selection")
+        if run is None:
+            return out
+        info = run.info
+        record = {"stats": run.stats, "hessian": info.get("hessian"), "device": info.get("device"),
+                  "stationarity": info.get("stationarity"), "seconds": run.seconds}
+        if "preconditioner" in info:
+            record["preconditioner"] = info["preconditioner"]
+        if "steps" in info:
+            record.update({k: info[k] for k in ("steps", "steps_taken", "stopped")})
+        out.record = {"influence": record}
+        out.lines = [line for line in (hvp_note({**(info.get("hessian") or {}), **run.environment}),
+                                       solver_line(run.stats)) if line]
+        caution = stationarity_warning(info.get("stationarity"))
+        out.warnings = ([caution] if caution else []) + out.warnings
+        if selection is not None:
+            out.describe = [f"{selection.criterion} {100 * selection.ratio:g}%"]
+        out.selected = run.J.size
+        return out
+
     def files(self, outcome: MethodOutcome, folder: Path, loaded, task: Task, args: UnlearnArgs):
         """mask.json (when J was selected) and influence.safetensors; the edit links to both."""
-        from ..pipelines.common import influence_links, write_influence_file, write_mask_file
+        from .files import influence_links, write_influence_file, write_mask_file
 
         paths: dict[str, Path] = {}
         mask_path = None
-        if outcome.selection is not None:
+        selection, run = outcome.artifacts.get("selection"), outcome.artifacts["influence"]
+        if selection is not None:
             mask_path = folder / "mask.json"
-            write_mask_file(mask_path, outcome.selection, args, task.describe(), loaded)
+            write_mask_file(mask_path, selection, args, task.describe(), loaded)
             paths["mask"] = mask_path
         infl_path = folder / "influence.safetensors"
-        imeta = write_influence_file(infl_path, outcome.influence, loaded, mask_path)
+        imeta = write_influence_file(infl_path, run, loaded, mask_path)
         paths["influence"] = infl_path
-        return paths, influence_links(infl_path, imeta, outcome.influence.J)
+        return paths, influence_links(infl_path, imeta, run.J)
 
     def verify(self, base, edited, edit: dict, folder: Path, given: dict) -> Verified:
-        from ..pipelines.verify import verify_influence_edit
+        from .verify import verify_influence_edit
 
         return verify_influence_edit(base, edited, edit, folder, given)
 
@@ -292,6 +325,27 @@ class InfluenceMethod(Method):
 CORRECTION_FACTORS = (0.0, 0.5)  # tried besides 1 for --target remaining's stationarity correction
 SWEEP_ACCURACY_ERROR = 0.0025  # the scale search scores as many validation images as this standard error needs
 COHERENCE_KEYS = ("coherence", "threshold", "standard_error", "samples", "stationary")
+
+
+def solver_line(stats: Optional[dict]) -> Optional[str]:
+    if not stats or stats.get("solver") in (None, "none"):
+        return None
+    s = stats
+    extra = f", cond. est. {s['cond_estimate']:.2e}" if s.get("cond_estimate") else ""
+    line = (f"{s['solver']}: {s['iterations']} iterations, {s['hvp_products']} HVPs, "
+            f"rel. residual {s['final_relative_residual']:.2e}{extra}, "
+            + ("converged" if s["converged"] else f"NOT converged ({s['message']})"))
+    for w in s.get("warnings") or []:
+        line += f"; {w}"
+    return line
+
+
+def hvp_note(hessian: Optional[dict]) -> Optional[str]:
+    if hessian and hessian.get("hvp_mode_requested") == "auto":
+        need, budget = hessian["graph_bytes_estimate"], hessian["graph_budget_bytes"]
+        verdict = "keeping them (retain)" if hessian["hvp_mode"] == "retain" else "recomputing them (recompute)"
+        return f"hvp-mode auto: first-order graphs need ~{need / 2**20:.0f} MiB, budget {budget / 2**20:.0f} MiB: {verdict}"
+    return None
 
 
 def decision(requested: str, measured: dict, steps: int) -> str:
@@ -334,7 +388,3 @@ def combined(first: InfluenceRun, total: torch.Tensor, steps: list, stopped: Opt
             "steps": steps, "steps_taken": len([s for s in steps if s["taken"]]), "stopped": stopped,
             "combined": "delta is the sum of every step's scale x delta (+ correction): apply it with scale 1"}
     return InfluenceRun(total, first.J, info, seconds, stats, first.environment)
-
-
-for _name in ("gif", "fif", "pif", "if", "grad"):
-    METHODS.register(_name, InfluenceMethod(_name))
