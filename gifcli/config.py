@@ -81,29 +81,75 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise UsageError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        if "milestones" in d:
-            d["milestones"] = tuple(int(m) for m in d["milestones"])
-        for k in ("mean", "std"):
-            if d.get(k) is not None:
-                d[k] = tuple(float(x) for x in d[k])
+        d = {k: checked_value(k, v) for k, v in d.items()}
         try:
             return TrainConfig(**d)
         except TypeError as exc:
             raise UsageError(f"bad config: {exc}") from None
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
+# each key's kind: what a YAML value must be (read as the options of gif train are)
+KINDS = {"epochs": int, "batch_size": int, "channels": int, "image_size": int, "t_max": int, "seed": int,
+         "lr": float, "momentum": float, "weight_decay": float, "gamma": float,
+         "model": str, "dataset": str, "scheduler": str,
+         "milestones": (int,), "mean": (float,), "std": (float,), "arch_kwargs": dict}
+
+
+def checked_value(key: str, value: Any) -> Any:
+    """A config value of the right kind, or a usage error naming the key and the value."""
+    kind = KINDS.get(key)
+    if value is None or kind is None:
+        return value
+    if isinstance(kind, tuple):  # a list of numbers (YAML list or one number)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(_is(v, kind[0]) for v in items):
+            raise UsageError(f"{key}: {value!r} is not a list of {'integers' if kind[0] is int else 'numbers'}")
+        return tuple(kind[0](v) for v in items)
+    if not _is(value, kind):
+        _bad(key, value, kind)
+    return float(value) if kind is float else value
+
+
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _bad(key: str, value: Any, kind: type):
+    what = {int: "an integer", float: "a number", str: "text", dict: "a mapping"}[kind]
+    raise UsageError(f"{key}: {value!r} is not {what}")
+
+
+def read_yaml(path: str | Path, what: str = "config", empty_ok: bool = False) -> dict:
+    """A YAML mapping, refused with one line when it cannot be read, is not a mapping, or uses anchors
+    and aliases (which gif does not expand: a few hundred bytes of nested aliases can expand to
+    gigabytes)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text()
+        if any(isinstance(t, (yaml.AliasToken, yaml.AnchorToken)) for t in yaml.scan(text)):
+            raise UsageError(f"{what} {p} uses YAML anchors or aliases (&, *), which gif does not expand: "
+                             "write the values out")
+        data = yaml.safe_load(text)
     except FileNotFoundError:
-        raise InputFileError(f"config file not found: {p}") from None
+        raise InputFileError(f"{what} file not found: {p}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InputFileError(f"cannot read config {p}: {str(exc).splitlines()[0]}") from None
+        raise InputFileError(f"cannot read {what} {p}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     except RecursionError:
-        raise InputFileError(f"cannot read config {p}: nested too deeply") from None
+        raise InputFileError(f"cannot read {what} {p}: nested too deeply") from None
+    if data is None and empty_ok:
+        data = {}
     if not isinstance(data, dict):
-        raise InputFileError(f"config {p} is not a YAML mapping")
+        raise InputFileError(f"{what} {p} is not a YAML mapping")
+    return data
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    p = Path(path)
+    data = read_yaml(p)
     try:
         return TrainConfig.from_dict(data)
     except UsageError as exc:

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import InputFileError, UsageError
+from ..errors import UsageError
 from ..parsing import comma_list
 from .app import Bars, app, handled, out, say
 from .options import ALL, unlearn_args, with_options
@@ -130,21 +130,9 @@ def config_value(path: Path, key: str, value: Any, kind: Any) -> Any:
 
 
 def read_yaml_config(path: Path) -> dict:
-    """A YAML mapping, read without anchors or aliases (a few hundred bytes of nested aliases expand to
-    gigabytes: a compare config never needs them)."""
-    import yaml
+    from ..config import read_yaml
 
-    try:
-        text = path.read_text()
-        if any(isinstance(t, (yaml.AliasToken, yaml.AnchorToken)) for t in yaml.scan(text)):
-            raise UsageError(f"config {path} uses YAML anchors or aliases (&, *), which gif does not expand: "
-                             "write the values out")
-        cfg = yaml.safe_load(text) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        raise InputFileError(f"cannot read config {path}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    if not isinstance(cfg, dict):
-        raise InputFileError(f"config {path} is not a YAML mapping")
-    return cfg
+    return read_yaml(path, empty_ok=True)
 
 
 def compare_config(path: Optional[Path], given: dict) -> dict:

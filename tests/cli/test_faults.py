@@ -367,3 +367,21 @@ def test_an_audit_store_or_folder_in_use_or_blocked_is_refused_before_any_work(r
     blocked = [a if a not in (store, folder) or (a == store) != (what == "store") else blocker / "x" for a in args]
     refused(invoke(runner, blocked), "is a file")
     assert not store.exists() and not folder.exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("epochs: three\n", "epochs: 'three' is not an integer"),
+    ("batch_size: 1.5\n", "batch_size: 1.5 is not an integer"),
+    ("lr: fast\n", "lr: 'fast' is not a number"),
+    ("milestones: [3, x]\n", "milestones"),
+    ("seed: true\n", "seed: True is not an integer"),
+    ("a: &a [x, x]\nb: &b [*a, *a]\nepochs: 1\n", "anchors or aliases"),
+])
+def test_a_training_config_is_checked_like_the_command_line(runner, fake_mnist, tmp_path, text, needle):
+    """gif train's YAML: a value of the wrong kind is a usage error naming the key and the value, and YAML
+    aliases are refused unexpanded, before any data is read; nothing is written."""
+    config = tmp_path / "t.yaml"
+    config.write_text("model: mlp\ndataset: mnist\n" + text)
+    out = tmp_path / "m.safetensors"
+    r = invoke(runner, ["train", "--config", config, "--out", out, "--data-dir", fake_mnist, "--device", "cpu"])
+    refused(r, needle, out, code=2)
