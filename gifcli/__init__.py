@@ -14,11 +14,15 @@ def load_checkpoint(path, device="cpu"):
 
 
 def __getattr__(name):  # the API on first use: `import gifcli` stays light for the CLI
-    if name in ("select", "influence", "apply", "evaluate", "unlearn"):
+    if name in ("select", "influence", "apply", "evaluate", "unlearn", "Ledger"):
+        if name == "Ledger":
+            from .pipelines.ledger import Ledger
+
+            return Ledger
         from . import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'gifcli' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "apply", "evaluate", "influence", "load_checkpoint", "select", "unlearn"]
+__all__ = ["Ledger", "__version__", "apply", "evaluate", "influence", "load_checkpoint", "select", "unlearn"]

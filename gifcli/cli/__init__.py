@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import train, chain, evaluate, edit, backdoor, compare, spectrum, audit  # noqa: F401  (register the commands, in --help's order)
+from . import train, chain, evaluate, edit, backdoor, compare, spectrum, audit, ledger  # noqa: F401  (register the commands, in --help's order)
 from .app import _fail_line, app
 from ..errors import UsageError
 
