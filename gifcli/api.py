@@ -20,7 +20,6 @@ method="ssd", alphas=(1, 10))``; ``gif.method_arguments("ssd")`` lists them with
 from __future__ import annotations
 
 import copy
-
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -28,18 +27,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .core.args import DEFAULT_METHOD, Runtime, UnlearnArgs
-from .core.methods import METHODS
-from .core.run import UnlearnResult, run
-from .methods.influence import chain_method
-from .methods.influence.steps import InfluenceRun, influence as _influence, select as _select
 from .core.edit import edited_copy
+from .core.methods import METHODS
+from .core.passes import Metrics
+from .core.passes import evaluate as _evaluate
+from .core.run import UnlearnResult, run
 from .core.tasks import ClassRemoval, GivenForget, SplitData
-from .core.passes import Metrics, evaluate as _evaluate
-from .data.datasets import ImageTensors, Split
+from .data.datasets import BATCH, ImageTensors, Split
 from .errors import UsageError
 from .math.hvp import SumLoss, cross_entropy_sum
 from .math.params import IndexSet
 from .math.selection import Selection
+from .methods.influence import chain_method
+from .methods.influence.steps import InfluenceRun
+from .methods.influence.steps import influence as _influence
+from .methods.influence.steps import select as _select
 from .models.specs import set_eval
 
 DataLike = Union[DataLoader, Dataset, tuple, Split]
@@ -65,7 +67,7 @@ def as_split(data: DataLike) -> tuple[Split, Optional[int]]:
 
 def _runtime(device: Union[str, torch.device], batch_size: Optional[int], loss: Optional[SumLoss],
              *splits: Optional[int]) -> Runtime:
-    size = batch_size or next((s for s in splits if s), None) or 512
+    size = batch_size or next((s for s in splits if s), None) or BATCH
     return Runtime(torch.device(device), int(size), 0, loss=loss or cross_entropy_sum)
 
 

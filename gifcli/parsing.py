@@ -1,6 +1,6 @@
-"""Text that becomes values: comma-separated lists and sizes, read the same way from a command
-line, a YAML file and a method's arguments (``arg(parse=...)``). Each refuses bad text with one
-line that names the option."""
+"""Text that becomes values, and the one way a share is written as text: comma-separated lists and
+sizes, read the same way from a command line, a YAML file and a method's arguments
+(``arg(parse=...)``), each refusing bad text with one line that names the option; :func:`percent`."""
 from __future__ import annotations
 
 import math
@@ -51,3 +51,8 @@ def parse_size(text: Any, what: str = "memory-budget") -> float:
         return float(t)
     except ValueError:
         raise UsageError(f"--{what} must be a size such as 2e9, 512MiB or 8G, got {text!r}") from None
+
+
+def percent(share: Optional[float], missing: str = "-") -> str:
+    """0.98765 -> '98.77%' (a missing value: ``missing``)."""
+    return missing if share is None else f"{100 * share:.2f}%"

@@ -5,9 +5,11 @@ import os
 import sys
 from pathlib import Path
 
-from . import train, chain, evaluate, edit, backdoor, compare, spectrum, audit, ledger  # noqa: F401  (register the commands, in --help's order)
-from .app import _fail_line, app
 from ..errors import UsageError
+from .app import _fail_line, app
+
+# register the commands, in --help's order  # isort: skip
+from . import train, chain, evaluate, edit, backdoor, compare, spectrum, audit, ledger  # noqa: E402,F401  # isort: skip
 
 PLUGINS_ENV = "GIF_PLUGINS"
 

@@ -44,13 +44,19 @@ def _console(stderr: bool) -> Console:
 
 
 class _Out:
-    """Human output: stdout normally, stderr when stdout carries machine-readable output."""
+    """Human output: stdout normally, stderr when stdout carries machine-readable output (for the
+    command that asked: every command starts on stdout again, see :func:`handled`)."""
 
     def __init__(self) -> None:
         self.console = _console(False)
 
     def to_stderr(self) -> None:
         self.console = err
+
+    def reset(self) -> None:
+        global err
+        err = _console(True)
+        self.console = _console(False)
 
     def print(self, *objects: Any) -> None:
         if main_process():
@@ -120,41 +126,42 @@ def handled(fn: Callable) -> Callable:
         from .. import dist
         from ..io import files
 
-        files.reset_written()
+        out.reset()  # this command's consoles: stdout and stderr as they are now, nothing from a command before
         # --deterministic switches torch's deterministic mode for this command only
         deterministic = torch_deterministic()
-        try:
-            # an output that cannot be written is known before anything is computed
-            for name in OUTPUT_FILES:
-                value = kwargs.get(name)
-                if value is not None and str(value) != files.STDIO:
-                    files.check_writable(value)
-            for name in OUTPUT_FOLDERS:
-                if kwargs.get(name) is not None:
-                    files.check_folder_creatable(kwargs[name])
-            return fn(*args, **kwargs)
-        except GifError as exc:
-            _exit(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            left = files.written()
-            note = ("no output file was written" if not left else
-                    "files already complete: " + ", ".join(str(p) for p in left))
-            if main_process():
-                err.print(Text.assemble(("interrupted ", "red"), one_line(f"({note}; no partial file is left)")))
-            raise typer.Exit(130)
-        except (typer.Exit, typer.Abort):
-            raise
-        except Exception as exc:  # an unexpected failure: still one line unless GIF_DEBUG is set
-            if os.environ.get("GIF_DEBUG"):
+        with files.write_log() as written:  # the files this command finishes: named if it is interrupted
+            try:
+                # an output that cannot be written is known before anything is computed
+                for name in OUTPUT_FILES:
+                    value = kwargs.get(name)
+                    if value is not None and str(value) != files.STDIO:
+                        files.check_writable(value)
+                for name in OUTPUT_FOLDERS:
+                    if kwargs.get(name) is not None:
+                        files.check_folder_creatable(kwargs[name])
+                return fn(*args, **kwargs)
+            except GifError as exc:
+                _exit(str(exc), exc.exit_code)
+            except KeyboardInterrupt:
+                left = list(written)
+                note = ("no output file was written" if not left else
+                        "files already complete: " + ", ".join(str(p) for p in left))
+                if main_process():
+                    err.print(Text.assemble(("interrupted ", "red"), one_line(f"({note}; no partial file is left)")))
+                raise typer.Exit(130)
+            except (typer.Exit, typer.Abort):
                 raise
-            text = str(exc).strip().splitlines()
-            posted = dist.current().failure(2.0) if dist.current().enabled else None
-            if posted is not None:  # another rank failed first: its error is the one to report
-                _exit(posted["message"], int(posted["exit_code"]), post=False)
-            _exit(f"{type(exc).__name__}: {text[0] if text else ''} (set GIF_DEBUG=1 for a traceback)", 1)
-        finally:
-            dist.shutdown()
-            restore_deterministic(deterministic)
+            except Exception as exc:  # an unexpected failure: still one line unless GIF_DEBUG is set
+                if os.environ.get("GIF_DEBUG"):
+                    raise
+                text = str(exc).strip().splitlines()
+                posted = dist.current().failure(2.0) if dist.current().enabled else None
+                if posted is not None:  # another rank failed first: its error is the one to report
+                    _exit(posted["message"], int(posted["exit_code"]), post=False)
+                _exit(f"{type(exc).__name__}: {text[0] if text else ''} (set GIF_DEBUG=1 for a traceback)", 1)
+            finally:
+                dist.shutdown()
+                restore_deterministic(deterministic)
 
     if hasattr(fn, "_gif_outer"):  # generated options: this wrapper carries their signature too
         fn._gif_outer.append(wrapper)

@@ -9,7 +9,7 @@ from rich.text import Text
 from ..errors import UsageError
 from .app import Bars, app, handled, out, say, single_process
 from .options import ALL, unlearn_args, with_options
-from .shared import (BatchSize, DataDir, Device, Workers, pct, rt_for)
+from .shared import BATCH, BatchSize, DataDir, Device, Workers, pct, rt_for
 
 
 @app.command("audit")
@@ -33,7 +33,7 @@ def audit_cmd(
                                            "split between them).")] = 1,
     plot: Annotated[bool, typer.Option(help="Write epsilons.png (needs the 'plot' extra: matplotlib).")] = True,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
     uargs: Any = None,
@@ -41,10 +41,10 @@ def audit_cmd(
     """The unlearning challenge's forgetting score of a method: N models unlearned by it against N retrained."""
     single_process("audit")
     from ..config import TrainConfig, load_train_config
+    from ..core.checkpoints import load_model
     from ..data.forget import read_forget
     from ..io.files import check_folder_creatable, folder_lock, make_folder, write_json
     from ..pipelines.audit import AuditPlan, audit, histogram
-    from ..core.checkpoints import load_model
 
     if (config is None) == (model is None):
         raise UsageError("name the recipe: --config YAML or --model CHECKPOINT (its recorded recipe)")

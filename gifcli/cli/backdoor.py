@@ -5,11 +5,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .app import Bars, app, handled, out, say, single_process
-from .options import ALL, unlearn_args, with_options
 from .edit import method_summary, run_to_folder
-from .shared import (BACKDOOR_MODEL, BatchSize, DataDir, Deterministic, Device, ModelOpt, Workers, backdoor_table,
-                     pct, rt_for)
-
+from .options import ALL, unlearn_args, with_options
+from .shared import (BACKDOOR_MODEL, BATCH, BatchSize, DataDir, Deterministic, Device, ModelOpt, Workers,
+                     backdoor_table, pct, rt_for)
 
 backdoor_app = typer.Typer(help="Implant a trigger, train the backdoored model, recover it with GIF (section 5.3).",
                            no_args_is_help=True, rich_markup_mode=None)
@@ -57,7 +56,7 @@ def backdoor_train(
 
     cfg = load_train_config(config).replace(epochs=epochs, seed=seed)
     with Bars() as bars:
-        rt = rt_for(device, 512, 0)
+        rt = rt_for(device, BATCH, 0)
         report = train_backdoor(cfg, poison, out_path, rt, data_dir, true_labels, bars.train(cfg.epochs))
     say(f"wrote {report.out}: clean test accuracy {pct(report.test_accuracy)}, {report.seconds:.0f} s")
 
@@ -72,17 +71,17 @@ def backdoor_recover(
     run_dir: Annotated[Optional[Path], typer.Option(help="Folder for mask, influence and report "
                                                          "(default runs/backdoor-recover).")] = None,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
     deterministic: Deterministic = False,
     uargs: Any = None,
 ) -> None:
     """Undo the backdoor: relabel GIF on the poisoned images, scale chosen on training-set validation."""
+    from ..core.checkpoints import load_model
     from ..core.tasks import BackdoorRecovery
     from ..pipelines.backdoor import check_model_poison, load_backdoor, read_poison
     from ..pipelines.inputs import load_data_for
-    from ..core.checkpoints import load_model
 
     args = unlearn_args(uargs)
     loaded = load_model(model)
@@ -104,13 +103,13 @@ def backdoor_evaluate(
     data_dir: DataDir = None,
 ) -> None:
     """Table 3's columns (BD data w/ BD label, w/ true label, clean test) and the attack success rate."""
+    from ..core.checkpoints import load_model
     from ..io.files import STDIO, write_json
     from ..pipelines.backdoor import evaluate_backdoor
-    from ..core.checkpoints import load_model
 
     if str(json_path) == STDIO:
         out.to_stderr()
-    report = evaluate_backdoor(load_model(model), poison, rt_for(device, 512, 0), data_dir)
+    report = evaluate_backdoor(load_model(model), poison, rt_for(device, BATCH, 0), data_dir)
     out.print(backdoor_table("backdoor evaluation", {str(model): report}))
     if json_path:
         write_json(json_path, report)

@@ -8,8 +8,8 @@ import typer
 from ..errors import UsageError
 from .app import Bars, app, handled, out, say, single_process, warn
 from .options import SELECT_FIELDS, SOLVE_FIELDS, unlearn_args, with_options
-from .shared import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Deterministic, Device, ForgetFile, ForgetLabel,
-                     ModelOpt, Workers, forget_task, load, rt_for)
+from .shared import (BATCH, DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Deterministic, Device, ForgetFile,
+                     ForgetLabel, ModelOpt, Workers, forget_task, load, rt_for)
 
 
 @app.command("select")
@@ -22,7 +22,7 @@ def select_cmd(
     model: ModelOpt = Path(DEFAULT_MODEL),
     dataset: DatasetOpt = None,
     device: Device = "cpu",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
     uargs: Any = None,
@@ -66,7 +66,7 @@ def influence_cmd(
     mask: Annotated[Optional[Path], typer.Option(help="Mask from 'gif select' (not needed for --method if).")] = None,
     dataset: DatasetOpt = None,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
     deterministic: Deterministic = False,
@@ -121,8 +121,8 @@ def apply_cmd(
 ) -> None:
     """Apply a scaled influence vector to the model's parameters J and save the edited model."""
     single_process("apply")
-    from ..methods.influence.files import apply_file
     from ..core.checkpoints import load_model
+    from ..methods.influence.files import apply_file
 
     scales = unlearn_args(uargs).scales
     if scales is None or len(scales) != 1:

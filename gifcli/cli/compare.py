@@ -9,9 +9,8 @@ from ..errors import UsageError
 from ..parsing import comma_list
 from .app import Bars, app, handled, out, say
 from .options import ALL, unlearn_args, with_options
-from .shared import (DEFAULT_MODEL, BatchSize, DataDir, Deterministic, Device, ForgetFile, ForgetLabel, Workers,
+from .shared import (BATCH, DEFAULT_MODEL, BatchSize, DataDir, Deterministic, Device, ForgetFile, ForgetLabel, Workers,
                      forget_task, load, rt_for)
-
 
 COMPARE_KEYS = {"model", "forget_label", "forget", "random", "poison", "retrained", "methods", "criteria", "ratios",
                 "seeds", "data_dir", "paper", "svc", "plot"}  # compare's own keys; the unlearning options' keys are generated
@@ -47,18 +46,18 @@ def compare_cmd(
                                                       "on).")] = None,
     deterministic: Deterministic = False,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
     uargs: Any = None,
 ) -> None:
     """Unlearning methods side by side on one forget request and several seeds, against retraining."""
+    from ..core.checkpoints import load_model
     from ..core.tasks import BackdoorRecovery, SampleRemoval
     from ..data.forget import make_forget_set, resolve
     from ..pipelines.backdoor import check_model_poison, load_backdoor, read_poison
-    from ..core.checkpoints import load_model
-    from ..pipelines.compare import plot as plot_results
     from ..pipelines.compare import compare
+    from ..pipelines.compare import plot as plot_results
 
     given = {"model": model, "forget_label": forget_label, "forget": forget, "random": random, "poison": poison,
              "retrained": retrained, "methods": methods, "criteria": criteria, "ratios": ratios, "seeds": seeds,

@@ -7,7 +7,7 @@ import typer
 from ..core.methods import METHODS
 from .app import Bars, app, handled, out, say, warn
 from .options import ALL, unlearn_args, with_options
-from .shared import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Deterministic, Device, ModelOpt, Workers,
+from .shared import (BATCH, DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Deterministic, Device, ModelOpt, Workers,
                      forget_task, load, metrics_table, rt_for)
 
 
@@ -71,7 +71,7 @@ def remove_class_cmd(
     out_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/remove-class-LABEL).")] = None,
     dataset: DatasetOpt = None,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
     deterministic: Deterministic = False,
@@ -95,7 +95,7 @@ def remove_samples_cmd(
     out_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/remove-samples).")] = None,
     dataset: DatasetOpt = None,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
     deterministic: Deterministic = False,

@@ -5,8 +5,8 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app, handled, out, say
-from .shared import (DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Device, ModelOpt, Workers, forget_task,
-                     load, metrics_table, pct, rt_for)
+from .shared import (BATCH, DEFAULT_MODEL, BatchSize, DataDir, DatasetOpt, Device, ModelOpt, Workers, forget_task, load,
+                     metrics_table, pct, rt_for)
 
 
 @app.command("evaluate")
@@ -27,13 +27,13 @@ def evaluate_cmd(
     mia: Annotated[bool, typer.Option(help="Report the membership-inference share (an extra pass over the data).")] = True,
     dataset: DatasetOpt = None,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
 ) -> None:
     """Loss and accuracy on the forget set and test data, MIA, gaps to a retrained model; gates for CI."""
-    from ..io.files import STDIO, write_json
     from ..core.checkpoints import load_model
+    from ..io.files import STDIO, write_json
     from ..pipelines.evaluate import Thresholds, evaluate_report
 
     if str(json_path) == STDIO:

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from .app import Bars, app, handled, out, say, single_process
 from .options import ALL, unlearn_args, with_options
-from .shared import BatchSize, DataDir, Deterministic, Device, Workers, pct, rt_for
+from .shared import BATCH, BatchSize, DataDir, Deterministic, Device, Workers, pct, rt_for
 
 ledger_app = typer.Typer(help="Deletion requests over time: a ledger of edits, a budget that says when to retrain, "
                               "one verified chain.", no_args_is_help=True, rich_markup_mode=None)
@@ -44,7 +44,7 @@ def ledger_forget(
     request: Annotated[str, typer.Option(help="The request's id (unique in the ledger).")],
     model: Annotated[Optional[Path], typer.Option(help="Refuse unless this checkpoint is the ledger's head.")] = None,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
     deterministic: Deterministic = False,
@@ -119,7 +119,7 @@ def ledger_retrain(
     from ..pipelines.ledger import Ledger
 
     lg = Ledger(ledger)
-    event = lg.retrain(rt_for(device, 512, workers), data_dir)
+    event = lg.retrain(rt_for(device, BATCH, workers), data_dir)
     say(f"row {event.id}: retrained on {event.body['trained_on']} samples without the "
         f"{event.body['forgotten']['count']} forgotten, in {event.body['seconds']:.0f} s")
 

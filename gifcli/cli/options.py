@@ -10,7 +10,6 @@ import typer
 from ..errors import UsageError
 from ..parsing import comma_list
 
-
 # ---------------------------------------------------------------------------------------------
 # option injection: the unlearning options come from UnlearnArgs' fields (one place for their help)
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ..data.datasets import BATCH  # noqa: F401  (every walk's default batch, for the commands)
 from ..errors import UsageError
-
+from ..parsing import percent
 
 DEFAULT_MODEL = "checkpoints/mnist_cnn.safetensors"
 BACKDOOR_MODEL = "checkpoints/mnist_cnn_backdoor.safetensors"
@@ -49,8 +50,8 @@ def rt_for(device: str, batch_size: int, workers: int, bars=None, deterministic:
 
 
 def load(model: Path, dataset: Optional[str], data_dir: Optional[str]):
-    from ..pipelines.inputs import load_data_for
     from ..core.checkpoints import load_model
+    from ..pipelines.inputs import load_data_for
 
     loaded = load_model(model)
     return loaded, load_data_for(loaded, dataset, data_dir)
@@ -76,7 +77,7 @@ def forget_task(data, forget_label: Optional[int], forget: Optional[str], requir
 
 
 def pct(v: Optional[float]) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
+    return percent(v)
 
 
 def num(v: Optional[float], fmt: str = ".4f") -> str:

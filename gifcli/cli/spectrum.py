@@ -8,7 +8,7 @@ from rich.table import Table
 from ..parsing import comma_list
 from .app import Bars, app, handled, out, say
 from .options import unlearn_args, with_options
-from .shared import (DEFAULT_MODEL, DataDir, DatasetOpt, Device, ModelOpt, Workers, load, rt_for)
+from .shared import BATCH, DEFAULT_MODEL, DataDir, DatasetOpt, Device, ModelOpt, Workers, load, rt_for
 
 
 @app.command("spectrum")
@@ -38,7 +38,7 @@ def spectrum_cmd(
     args = unlearn_args(uargs)  # the Hessian sample as gif's influence draws it
     loaded, data = load(model, dataset, data_dir)
     with Bars() as bars:
-        rt = rt_for(device, 512, workers, bars)
+        rt = rt_for(device, BATCH, workers, bars)
         result = spectrum(loaded, data, args.hessian_samples, top, steps, lams, args.seed, rt, args.hvp_mode)
     if not rt.dist.is_main:
         return

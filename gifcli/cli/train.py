@@ -7,8 +7,8 @@ import typer
 from ..errors import UsageError
 from ..parsing import comma_list
 from .app import Bars, app, handled, out, say, single_process
-from .shared import (ArchKwargs, BatchSize, Channels, DataDir, DatasetOpt, Device, ImageSize, MeanOpt,
-                     StdOpt, Workers, pct, rt_for)
+from .shared import (BATCH, ArchKwargs, BatchSize, Channels, DataDir, DatasetOpt, Device, ImageSize, MeanOpt, StdOpt,
+                     Workers, pct, rt_for)
 
 
 @app.command()
@@ -51,7 +51,7 @@ def train(
     cfg = cfg.replace(**changes)
     excluded = read_forget(exclude) if exclude is not None else None
     with Bars() as bars:
-        rt = rt_for(device, 512, workers)
+        rt = rt_for(device, BATCH, workers)
         report = run_train(cfg, out_path, rt, data_dir, exclude_label, excluded, bars.train(cfg.epochs))
     say(f"wrote {report.out}: test accuracy {pct(report.test_accuracy)} ({report.metadata['test_accuracy_on']}), "
         f"validation {pct(report.validation_accuracy)}, {report.seconds:.0f} s")
@@ -72,7 +72,7 @@ def import_cmd(
     mean: MeanOpt = None,
     std: StdOpt = None,
     device: Device = "auto",
-    batch_size: BatchSize = 512,
+    batch_size: BatchSize = BATCH,
     workers: Workers = 0,
     data_dir: DataDir = None,
 ) -> None:
@@ -123,11 +123,11 @@ def forget_set_cmd(
 ) -> None:
     """Write a forget set: a random share, a class (or part of it), image files, or an index list."""
     single_process("forget-set")
+    from ..core.checkpoints import load_model
     from ..data.datasets import DatasetSpec, load_data
     from ..data.forget import make_forget_set, read_forget, write_forget
     from ..io.files import STDIO
     from ..pipelines.inputs import dataset_spec
-    from ..core.checkpoints import load_model
 
     ways = [w for w, v in (("random", random), ("label", label), ("files", files), ("indices", indices)) if v is not None]
     if len(ways) != 1:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..data.datasets import BATCH
 from ..dist import SINGLE, Dist
 from ..errors import UsageError
 from ..math.hvp import SumLoss, cross_entropy_sum
@@ -113,7 +114,7 @@ class Runtime:
     a result (beyond rounding); the loss and the batch size can, and :meth:`record` says them."""
 
     device: torch.device = torch.device("cpu")
-    batch_size: int = 512
+    batch_size: int = BATCH
     workers: int = 0
     dist: Dist = SINGLE
     loss: SumLoss = cross_entropy_sum

@@ -24,8 +24,8 @@ from ..errors import NonFiniteError, UsageError
 from ..models.specs import set_eval
 from .args import Runtime, UnlearnArgs
 from .methods import Method, MethodOutcome, ModelContext
-from .tasks import PRIVACY_ACCURACY_SLACK, Scorer, Task
 from .passes import to_model
+from .tasks import PRIVACY_ACCURACY_SLACK, Scorer, Task
 
 
 def best_row(rows: Sequence[dict], order: str = "scale") -> dict:
@@ -50,6 +50,18 @@ def check_scored(rows: Sequence[dict], what: str) -> None:
     """Refuse a search whose every candidate diverged (there is nothing to choose)."""
     if rows and all(r["objective"] is None for r in rows):
         raise NonFiniteError(f"{what}: every candidate diverged ({rows[-1]['diverged']})")
+
+
+def check_positive(name: str, values) -> None:
+    """A searched grid of positive numbers (learning rates), or one line naming the option."""
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+        raise UsageError(f"{name} must be positive numbers, got {values}")
+
+
+def check_count(name: str, value) -> None:
+    """A whole number >= 1 (epochs, passes), or one line naming the option."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise UsageError(f"{name} must be a whole number >= 1, got {value}")
 
 
 def search(candidates: Iterator[tuple[dict, nn.Module]], scorer: Scorer, rt: Runtime, method: str,

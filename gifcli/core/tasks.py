@@ -145,8 +145,7 @@ class ClassRemoval(Task):
         self.label = int(label)
 
     def _check(self, data: Data) -> None:
-        if not 0 <= self.label < data.num_classes:
-            raise UsageError(f"label {self.label} is outside the classes 0..{data.num_classes - 1}")
+        data.check_label(self.label)
 
     def target(self, data: Data) -> Target:
         self._check(data)

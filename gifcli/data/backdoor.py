@@ -85,8 +85,7 @@ def poison(data: Data, doc: dict) -> BackdoorData:
         raise InputFileError(f"the poison file is for a training set of {doc['train_size']} images, found {n}")
     idx = torch.as_tensor(doc["indices"], dtype=torch.int64)
     target, value = int(doc["target_label"]), int(doc["trigger"]["value"])
-    if not 0 <= target < data.num_classes:
-        raise InputFileError(f"the poison file's target label {target} is outside the classes 0..{data.num_classes - 1}")
+    data.check_label(target, "the poison file's target label", InputFileError)
     images = data.raw_train.images.clone()
     images[idx] = add_trigger(images[idx], value)
     labels = data.train_labels.clone()

@@ -20,8 +20,6 @@ choose hyper-parameters such as the scale.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import pickle
@@ -35,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataNotFoundError, InputFileError, UsageError
 from ..registry import Registry
+from ..io.files import indices_sha256
 
 VALIDATION_SIZE = 5000  # carved from the training set with VALIDATION_SEED
 VALIDATION_SEED = 0
@@ -393,9 +392,6 @@ def train_validation_indices(n_train: int, size: int = VALIDATION_SIZE, seed: in
     return perm[size:].sort().values, perm[:size].sort().values
 
 
-def indices_sha256(indices) -> str:
-    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
-
 
 @dataclass
 class Data:
@@ -424,6 +420,12 @@ class Data:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def check_label(self, label: Any, what: str = "label", error: type = UsageError) -> int:
+        """``label`` as a class of this data, or one line naming it and the classes there are."""
+        if label is None or isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < self.num_classes:
+            raise error(f"{what} {label} is outside the classes 0..{self.num_classes - 1}")
+        return label
 
     @property
     def train_size(self) -> int:
@@ -548,7 +550,3 @@ def channel_stats(dataset: Dataset, batch_size: int = BATCH, workers: int = 0) -
     mean = total / count
     std = (sq / count - mean ** 2).clamp(min=1e-12).sqrt()
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-
-def json_sha256(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()

@@ -173,8 +173,7 @@ def make_forget_set(data: Data, how: str, *, fraction: Optional[float] = None, c
         else:
             idx = torch.randperm(n, generator=gen)[:k]
     elif how == "label":
-        if label is None or not 0 <= label < data.num_classes:
-            raise UsageError(f"--label {label} is outside the classes 0..{data.num_classes - 1}")
+        data.check_label(label, "--label")
         members = torch.nonzero(labels == label).reshape(-1)
         k = _count(len(members), fraction if fraction is not None else 1.0, None)
         made.update({"label": label, "fraction": fraction if fraction is not None else 1.0, "count": k})

@@ -22,7 +22,6 @@ it; the error names the file.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
@@ -30,13 +29,13 @@ import torch
 from ..errors import InputFileError
 from ..math.params import IndexSet, ParamSpace
 from .checkpoint import FORMAT_VERSION, INFLUENCE_FORMAT, read_safetensors, write_safetensors
-from .files import read_json, sha256_tensors, write_json
+from .files import indices_sha256, read_json, sha256_tensors, write_json
 
 MASK_FORMAT = "gif-mask"
 
 
 def index_sha256(J: IndexSet) -> str:
-    return hashlib.sha256(J.indices.to(torch.int64).numpy().tobytes()).hexdigest()
+    return indices_sha256(J.indices.to(torch.int64).numpy())
 
 
 def _ranges(flat_mask: torch.Tensor) -> list[list[int]]:

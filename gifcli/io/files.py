@@ -9,6 +9,7 @@ checkpoints) hold no timings, so the same command on the same inputs writes the 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import math
@@ -53,6 +54,18 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def indices_sha256(indices) -> str:
+    """sha256 of int64 indices' bytes (masks, forget sets, validation splits, ledgers)."""
+    import numpy as np
+
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def json_sha256(obj: Any) -> str:
+    """sha256 of an object's canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
 def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
     """Content hash of named tensors (names, dtypes, shapes and bytes; order-independent)."""
     h = hashlib.sha256()
@@ -65,22 +78,27 @@ def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-_WRITTEN: list[Path] = []
+_WRITTEN: contextvars.ContextVar[Optional[list[Path]]] = contextvars.ContextVar("gif_written", default=None)
 
 
-def reset_written() -> None:
-    _WRITTEN.clear()
-
-
-def written() -> list[Path]:
-    """Files this command has finished writing so far (the CLI names them when interrupted)."""
-    return list(_WRITTEN)
+@contextlib.contextmanager
+def write_log() -> Iterator[list[Path]]:
+    """The files finished while the block runs, in a list the caller owns (the CLI names them when a
+    command is interrupted); outside any block nothing is kept."""
+    log: list[Path] = []
+    token = _WRITTEN.set(log)
+    try:
+        yield log
+    finally:
+        _WRITTEN.reset(token)
 
 
 def _log_write(target: Path) -> None:
     """Remember a finished file; with ``GIF_WRITE_LOG`` set, also append '<rank> <path>' there
     (to audit that a distributed run writes each file once, from rank 0)."""
-    _WRITTEN.append(target)
+    owned = _WRITTEN.get()
+    if owned is not None:
+        owned.append(target)
     log = os.environ.get("GIF_WRITE_LOG")
     if log:
         with open(log, "a") as fh:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.methods import METHODS, MethodArgs, arg
-from ..core.search import SearchMethod, batch_steps, cycle, mean_loss, optimizer, step
-from ..errors import UsageError
+from ..core.search import SearchMethod, batch_steps, check_count, check_positive, cycle, mean_loss, optimizer, step
 from ..models.specs import set_eval
 
 
@@ -21,10 +20,8 @@ class FinetuneArgs(MethodArgs):
     epochs: int = arg("passes over the retained data (every pass is a candidate)", 2)
 
     def validate(self) -> None:
-        if not self.lrs or not all(isinstance(v, (int, float)) and v > 0 for v in self.lrs):
-            raise UsageError(f"finetune lrs must be positive numbers, got {self.lrs}")
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise UsageError(f"finetune epochs must be a whole number >= 1, got {self.epochs}")
+        check_positive("finetune lrs", self.lrs)
+        check_count("finetune epochs", self.epochs)
 
 
 class Finetune(SearchMethod):

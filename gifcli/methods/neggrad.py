@@ -11,21 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.methods import METHODS, MethodArgs, arg
-from ..core.search import SearchMethod, batch_steps, cycle, mean_loss, optimizer, step
 from ..core.edit import check_finite_model
+from ..core.methods import METHODS, MethodArgs, arg
+from ..core.search import SearchMethod, batch_steps, check_count, check_positive, cycle, mean_loss, optimizer, step
 from ..errors import NonFiniteError, UsageError
 from ..models.specs import set_eval
-
-
-def _positive(name: str, values) -> None:
-    if not values or not all(isinstance(v, (int, float)) and v > 0 for v in values):
-        raise UsageError(f"{name} must be positive numbers, got {values}")
-
-
-def _passes(name: str, value) -> None:
-    if not (isinstance(value, int) and value >= 1):
-        raise UsageError(f"{name} must be a whole number >= 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -36,8 +26,8 @@ class NegGradArgs(MethodArgs):
     passes: int = arg("passes over the forget set (every pass is a candidate)", 3)
 
     def validate(self) -> None:
-        _positive("neggrad lrs", self.lrs)
-        _passes("neggrad passes", self.passes)
+        check_positive("neggrad lrs", self.lrs)
+        check_count("neggrad passes", self.passes)
 
 
 @dataclass(frozen=True)
@@ -51,8 +41,8 @@ class NegGradPlusArgs(MethodArgs):
     passes: int = arg("passes over the retained data, the forget data cycled (every pass is a candidate)", 1)
 
     def validate(self) -> None:
-        _positive("neggrad+ lrs", self.lrs)
-        _passes("neggrad+ passes", self.passes)
+        check_positive("neggrad+ lrs", self.lrs)
+        check_count("neggrad+ passes", self.passes)
         if not self.betas or not all(isinstance(b, (int, float)) and 0 < b < 1 for b in self.betas):
             raise UsageError(f"neggrad+ betas must be in (0, 1), got {self.betas}")
 

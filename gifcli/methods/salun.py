@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ..core.methods import METHODS, MethodArgs, arg
-from ..core.search import SearchMethod, batch_steps, cycle, mean_loss, optimizer, step
 from ..core.passes import shard_batches
+from ..core.search import SearchMethod, batch_steps, check_count, check_positive, cycle, mean_loss, optimizer, step
 from ..errors import NonFiniteError, UsageError
 from ..models.specs import set_eval
 
@@ -39,11 +39,8 @@ class RLArgs(MethodArgs):
                       "every epoch is a candidate)", 2)
 
     def validate(self) -> None:
-        name = self.cli_prefix
-        if not self.lrs or not all(isinstance(v, (int, float)) and v > 0 for v in self.lrs):
-            raise UsageError(f"{name} lrs must be positive numbers, got {self.lrs}")
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise UsageError(f"{name} epochs must be a whole number >= 1, got {self.epochs}")
+        check_positive(f"{self.cli_prefix} lrs", self.lrs)
+        check_count(f"{self.cli_prefix} epochs", self.epochs)
 
 
 @dataclass(frozen=True)

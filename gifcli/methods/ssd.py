@@ -16,8 +16,8 @@ from torch import nn
 
 from ..core.args import Runtime
 from ..core.methods import METHODS, MethodArgs, arg
-from ..core.search import SearchMethod
 from ..core.passes import shard_batches, to_model
+from ..core.search import SearchMethod
 from ..data.datasets import Split
 from ..errors import UsageError
 from ..models.specs import set_eval

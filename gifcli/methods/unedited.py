@@ -24,8 +24,8 @@ class Unedited(Method):
     def verify(self, base, edited, edit, folder, given):
         if base is None:
             return Verified(unchecked=["comparing with the base model (pass --base)"])
-        from ..io.files import sha256_tensors
         from ..errors import ChainBroken
+        from ..io.files import sha256_tensors
 
         if sha256_tensors(base.model.state_dict()) != edited.sha:
             raise ChainBroken("the 'unedited' model's weights are not the base model's")

@@ -15,7 +15,6 @@ in ``jobs`` processes at once.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -28,17 +27,16 @@ import torch
 
 from ..config import TrainConfig
 from ..core.args import Runtime, UnlearnArgs
-from ..core.passes import outputs
+from ..core.checkpoints import load_model, save_edited
+from ..core.metrics import RETAIN_SAMPLE
+from ..core.passes import evaluate, outputs
 from ..core.run import run
 from ..core.tasks import SampleRemoval
-from ..core.passes import evaluate
-from ..core.metrics import RETAIN_SAMPLE
 from ..data.datasets import Data, load_data
 from ..data.forget import ForgetSet, resolve, write_forget
 from ..errors import GifError, UsageError
-from ..io.files import make_folder, provenance, sha256_file, write_json
+from ..io.files import json_sha256, make_folder, provenance, sha256_file, write_json
 from ..math.forgetting import DELTA, forget_score, logit_scaled_confidence
-from ..core.checkpoints import load_model, save_edited
 from .train import run_train
 
 RETRAINED_SEED_OFFSET = 10_000  # retrained models are independent runs, not the originals' twins
@@ -61,7 +59,7 @@ class AuditPlan:
 
 
 def _key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    return json_sha256(parts)[:20]
 
 
 class Store:

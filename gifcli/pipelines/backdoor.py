@@ -29,8 +29,7 @@ def make_poison_doc(dataset: str, fraction: float, target_label: int, seed: int,
     if not 0.0 < fraction < 1.0:
         raise UsageError(f"--fraction must be in (0, 1), got {fraction}")
     data = load_data(spec, data_dir)
-    if not 0 <= target_label < data.num_classes:
-        raise UsageError(f"--target-label {target_label} is outside the classes 0..{data.num_classes - 1}")
+    data.check_label(target_label, "--target-label")
     n = data.train_size
     idx = choose_poisoned(n, fraction, seed)
     if len(idx) == 0:

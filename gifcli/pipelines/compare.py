@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from ..core.args import Runtime, UnlearnArgs
+from ..core.checkpoints import Loaded
 from ..core.methods import METHODS
-from ..core.metrics import avg_gap
+from ..core.metrics import avg_gap, unlearning_metrics
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..errors import UsageError
 from ..io.files import make_folder, provenance, save_figure, write_json, write_text
-from ..core.checkpoints import Loaded
-from ..core.metrics import unlearning_metrics
 from .evaluate import GAP_KEYS
 from .unlearn import unlearn_to_folder
-
 
 DEFAULT_CRITERIA = ("topk-outputs",)
 DEFAULT_RATIOS = (0.05, 0.1, 0.3, 0.5)

@@ -26,6 +26,7 @@ from ..core.metrics import unlearning_metrics as _unlearning_metrics
 from ..core.tasks import Task, f1_score
 from ..core.passes import evaluate as evaluate_split
 from ..data.datasets import Data
+from ..parsing import percent
 from ..errors import GifError
 from ..io.files import provenance
 from ..core.checkpoints import Loaded
@@ -110,7 +111,7 @@ def violations(report: dict, t: Thresholds) -> list[str]:
 
 
 def _pct(v: Optional[float]) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
+    return percent(v, "n/a")
 
 
 __all__ = ["GAP_KEYS", "Thresholds", "evaluate_report", "f1_score", "model_metrics"]

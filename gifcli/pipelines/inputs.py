@@ -10,7 +10,7 @@ from torch import nn
 
 from ..core.args import Runtime
 from ..core.checkpoints import Loaded
-from ..data.datasets import Data, DatasetSpec, load_data
+from ..data.datasets import BATCH, Data, DatasetSpec, load_data
 from ..dist import Dist, from_environment
 from ..errors import InputFileError, UsageError
 
@@ -33,7 +33,7 @@ def resolve_device(name: str) -> torch.device:
     raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
 
 
-def runtime(device: str, batch_size: int = 512, workers: int = 0, progress=None,
+def runtime(device: str, batch_size: int = BATCH, workers: int = 0, progress=None,
             deterministic: bool = False) -> Runtime:
     """The Runtime of a command: its device, and the distributed group torchrun describes (if any)."""
     import os
@@ -100,5 +100,4 @@ def check_outputs(model: nn.Module, data: Data, what: str) -> None:
 
 
 def check_label(data: Data, label: int) -> None:
-    if not 0 <= label < data.num_classes:
-        raise UsageError(f"label {label} is outside the classes 0..{data.num_classes - 1}")
+    data.check_label(label)

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -38,7 +37,7 @@ from ..core.tasks import SampleRemoval
 from ..data.datasets import Data
 from ..data.forget import ForgetSet, resolve
 from ..errors import ChainBroken, GifError, InputFileError, UsageError
-from ..io.files import provenance, sha256_file
+from ..io.files import indices_sha256, json_sha256, provenance, sha256_file
 from .inputs import load_data_for
 
 FORMAT, VERSION = "gif-ledger", 1
@@ -107,13 +106,12 @@ class LedgerVerification:
 
 
 def row_hash(kind: str, parent: Optional[int], request: Optional[str], body: dict, parent_hash: str) -> str:
-    text = json.dumps({"kind": kind, "parent": parent, "request": request, "body": body, "after": parent_hash},
-                      sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A row's sha256: its content and its parent's row sha256 (so a changed row breaks every later one)."""
+    return json_sha256({"kind": kind, "parent": parent, "request": request, "body": body, "after": parent_hash})
 
 
-def indices_hash(indices: list[int]) -> str:
-    return hashlib.sha256(json.dumps(sorted(indices)).encode()).hexdigest()
+def indices_hash(indices) -> str:
+    return indices_sha256(sorted(indices))
 
 
 class Ledger:

@@ -75,8 +75,8 @@ def run_train(cfg: TrainConfig, out: str | Path, rt: Runtime, data_dir: Optional
               progress: TrainProgress = None) -> TrainReport:
     spec = ArchSpec.parse(cfg.model, cfg.arch_kwargs)
     data = load_data(cfg.dataset_spec(), data_dir)
-    if exclude_label is not None and not 0 <= exclude_label < data.num_classes:
-        raise UsageError(f"--exclude-label {exclude_label} is outside the classes 0..{data.num_classes - 1}")
+    if exclude_label is not None:
+        data.check_label(exclude_label, "--exclude-label")
     train, test = data.fit, data.test_split
     description = "test images"
     extra: dict = {"excluded_label": exclude_label}

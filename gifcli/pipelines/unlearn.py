@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..core.args import Runtime, UnlearnArgs
+from ..core.checkpoints import Loaded, save_edited
 from ..core.methods import METHODS
 from ..core.run import UnlearnResult, run
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..io.files import make_folder, provenance, sha256_file, write_json
-from ..core.checkpoints import Loaded, save_edited
 
 
 def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, result: UnlearnResult,

@@ -8,8 +8,8 @@ from typing import Optional
 
 from ...core.args import UnlearnArgs
 from ...core.checkpoints import Loaded, edited_meta
-from ...errors import InputFileError
 from ...core.edit import edited_copy, space_of
+from ...errors import InputFileError
 from ...io.artifacts import index_sha256, mask_document, read_influence, read_mask, write_influence, write_mask
 from ...io.checkpoint import save_checkpoint
 from ...io.files import input_sha256, provenance, sha256_file

@@ -39,8 +39,8 @@ import torch
 
 from ...math.hvp import HessianSample
 from ...math.params import IndexSet
-from ...registry import Registry
 from ...math.solvers import Progress, SolverArgumentError, SolveStats, cg, lsmr, neumann
+from ...registry import Registry
 
 VARIANTS = ("gif", "fif", "pif", "if")  # the paper's least-squares problems (module docstring)
 SYSTEMS = ("normal", "direct")

@@ -16,20 +16,20 @@ import torch
 from torch import nn
 
 from ...core.args import Runtime, UnlearnArgs
-from ...core.methods import Method, MethodArgs, MethodOutcome, MethodReport, ModelContext, Verified, arg
-from .steps import (TARGETS, InfluenceRun, gradient_coherence, gradients, influences, masked_target_gradient, resolve_target, select, stationarity_record, stationarity_warning, sweep_scales,
-                    target_gradient)
-from ...core.search import best_row, scored
 from ...core.edit import edited_copy
+from ...core.methods import Method, MethodArgs, MethodOutcome, MethodReport, ModelContext, Verified, arg
 from ...core.passes import masked_outputs
-from ...core.timing import Phases
+from ...core.search import best_row, scored
 from ...core.tasks import Task
+from ...core.timing import Phases
 from ...data.datasets import Data
 from ...errors import UsageError
-from ...parsing import parse_scales, parse_size
-from .lstsq import SOLVERS, SolverOptions
 from ...math.kfac import DEFAULT_KFAC_DAMPING
 from ...math.selection import CRITERIA, OUTPUT_SCORES
+from ...parsing import parse_scales, parse_size
+from .lstsq import SOLVERS, SolverOptions
+from .steps import (TARGETS, InfluenceRun, gradient_coherence, gradients, influences, masked_target_gradient,
+                    resolve_target, select, stationarity_record, stationarity_warning, sweep_scales, target_gradient)
 
 HVP_MODES = ("auto", "retain", "recompute", "forward")
 HESSIAN_DATA = ("remaining", "all")

@@ -25,10 +25,12 @@ from ...data.datasets import BATCH, Split, batches
 from ...errors import GifError, NonFiniteError, UsageError
 from ...math.hvp import HessianSample, loss_gradient_sum
 from ...math.params import IndexSet
-from ...math.selection import HOOK_CRITERIA, Selection, SelectionError, gradient_scores, output_sums, select as select_J
+from ...math.selection import HOOK_CRITERIA, Selection, SelectionError, gradient_scores, output_sums
+from ...math.selection import select as select_J
 from ...math.solvers import SolverArgumentError
 from ...models.specs import set_eval
-from .lstsq import VARIANTS, InfluenceResult, influence as solve_influence
+from .lstsq import VARIANTS, InfluenceResult
+from .lstsq import influence as solve_influence
 
 GRAPH_BUDGET_SHARE = 0.5  # hvp-mode auto: the kept graphs may use this share of free memory
 
