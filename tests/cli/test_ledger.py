@@ -125,6 +125,13 @@ def test_bad_requests_are_refused_in_one_line(runner, ledger, tiny_model, fake_m
     for extra, needle, code in cases:
         r = invoke(runner, ["ledger", "forget", "--ledger", ledger, *extra, "--data-dir", fake_mnist, *FAST])
         assert r.exit_code == code and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    other = json.loads(forget_file(runner, fake_mnist, tmp_path, "fresh", ids[10:12]).read_text())
+    other["dataset"]["fingerprint"]["train_count"] += 1  # a forget set made on other data
+    other_path = tmp_path / "other.json"
+    other_path.write_text(json.dumps(other))
+    r = invoke(runner, ["ledger", "forget", "--ledger", ledger, "--forget", other_path, "--request", "d",
+                        "--data-dir", fake_mnist, *FAST])
+    assert r.exit_code == 1 and "forget set" in r.output and len(r.output.strip().splitlines()) == 1, r.output
     not_ledger = tmp_path / "x.ledger"
     not_ledger.write_text("not sqlite")
     truncated = tmp_path / "t.ledger"
