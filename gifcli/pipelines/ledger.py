@@ -133,6 +133,7 @@ class Ledger:
             raise InputFileError(f"{self.path}: ledger version {meta.get('version')} is not {VERSION}")
         self.meta = meta
         self.budget = float(meta.get("budget", DEFAULT_BUDGET))
+        self._data: dict[tuple, Data] = {}  # the data of this ledger's models, read once per process
 
     # -- storage ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -263,7 +264,10 @@ class Ledger:
 
     def data(self, loaded: Loaded, data_dir: Optional[str], forgotten: Optional[dict] = None) -> Data:
         """The model's data less every sample forgotten so far (in its training and validation splits)."""
-        data = load_data_for(loaded, None, data_dir)
+        key = (json.dumps(loaded.meta.get("dataset"), sort_keys=True), data_dir)
+        if key not in self._data:
+            self._data[key] = load_data_for(loaded, None, data_dir)
+        data = self._data[key]
         gone = torch.tensor(sorted(forgotten if forgotten is not None else self.forgotten()), dtype=torch.long)
         if gone.numel() == 0:
             return data
@@ -331,10 +335,11 @@ class Ledger:
                 trained = self.load(trained_event)
                 since = sum(len(e.indices) for e in events if e.id > trained_event.id) + len(forget)
                 newly = self.data(loaded, data_dir, {**gone, **{i: request for i in forget.indices.tolist()}})
-                diag = self.diagnostics(load_model(edited), trained, newly, since, rt)
+                edited_loaded = load_model(edited)
+                diag = self.diagnostics(edited_loaded, trained, newly, since, rt)
                 union = sorted({*gone, *forget.indices.tolist()})
                 body = {"checkpoint": os.path.relpath(edited, self.path.parent),
-                        "checkpoint_sha256": sha256_file(edited), "weights_sha256": load_model(edited).sha,
+                        "checkpoint_sha256": sha256_file(edited), "weights_sha256": edited_loaded.sha,
                         "parent_sha256": head.sha, "folder": os.path.relpath(folder, self.path.parent),
                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 3),
                         "method": args.method, "args": args.as_dict(), "hyper": result.outcome.hyper,
