@@ -22,6 +22,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from ..core.passes import evaluate
 from ..core.tasks import SampleRemoval
 from ..data.datasets import Data
 from ..data.forget import ForgetSet, resolve
-from ..errors import ChainBroken, GifError, InputFileError, UsageError
+from ..errors import ChainBroken, InputFileError, UsageError
 from ..io.files import indices_sha256, json_sha256, provenance, sha256_file
 from .inputs import load_data_for
 
@@ -203,8 +204,6 @@ class Ledger:
     @staticmethod
     def create(path: str | Path, base: str | Path, budget: float = DEFAULT_BUDGET) -> "Ledger":
         """A new ledger whose base row is the checkpoint ``base`` (copied into the ledger's store)."""
-        import shutil
-
         path = Path(path)
         if path.exists():
             raise UsageError(f"{path} exists: a ledger is made once (open it, or name another file)")
@@ -324,13 +323,13 @@ class Ledger:
             resolved = resolve(forget, data)
             task = SampleRemoval(resolved, args.scale_criterion or "privacy")
             folder = self.store / f"edit-{len(events):05d}-{_safe(request)}"
-            if folder.exists():
-                raise GifError(f"{folder} exists without a row (a run that was stopped): remove it and submit again")
-            start = time.perf_counter()
-            result, report, _ = unlearn_to_folder(loaded, data, task, args, rt, folder, kind="ledger-edit")
-            seconds = time.perf_counter() - start
-            edited = folder / "edited.safetensors"
+            if folder.exists():  # left by a process that was killed before its row: no row names it, and we hold the lock
+                shutil.rmtree(folder)
             try:
+                start = time.perf_counter()
+                result, report, _ = unlearn_to_folder(loaded, data, task, args, rt, folder, kind="ledger-edit")
+                seconds = time.perf_counter() - start
+                edited = folder / "edited.safetensors"
                 trained_event = self.last_trained(events)
                 trained = self.load(trained_event)
                 since = sum(len(e.indices) for e in events if e.id > trained_event.id) + len(forget)
@@ -348,10 +347,9 @@ class Ledger:
                         "forgotten": {"count": len(union), "sha256": indices_hash(union)},
                         "diagnostics": diag, "edited_metrics": report.get("edited")}
                 return self._append("edit", request, body)
-            except BaseException:
-                import shutil
-
-                shutil.rmtree(folder, ignore_errors=True)
+            except BaseException:  # an interruption or a failure at any point: no run folder without its row
+                if not any(e.request == request for e in self.events()):
+                    shutil.rmtree(folder, ignore_errors=True)
                 raise
 
     def retrain(self, rt: Runtime, data_dir: Optional[str] = None) -> Event:

@@ -148,6 +148,29 @@ def test_bad_requests_are_refused_in_one_line(runner, ledger, tiny_model, fake_m
     assert len([p for p in Ledger(ledger).store.iterdir() if p.is_dir()]) == 1
 
 
+def test_an_interrupted_request_leaves_no_row_and_no_folder(runner, ledger, fake_mnist, tmp_path, monkeypatch):
+    """Ctrl-C after the edit's files were written but before its row: one line, exit 130, the run folder
+    gone, the chain as it was; the same request then goes through."""
+    from gifcli.pipelines.ledger import Ledger
+
+    f = forget_file(runner, fake_mnist, tmp_path, "i", fit_indices(fake_mnist, 5))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Ledger, "diagnostics", interrupted)
+        r = invoke(runner, ["ledger", "forget", "--ledger", ledger, "--forget", f, "--request", "i",
+                            "--data-dir", fake_mnist, *FAST])
+    assert r.exit_code == 130 and len(r.output.strip().splitlines()) == 1, r.output
+    lg = Ledger(ledger)
+    assert len(lg.events()) == 1 and not [p for p in lg.store.iterdir() if p.is_dir()]
+    r = invoke(runner, ["ledger", "forget", "--ledger", ledger, "--forget", f, "--request", "i",
+                        "--data-dir", fake_mnist, *FAST])
+    assert r.exit_code == 0, r.output
+    lg.verify()
+
+
 WORKER = """
 import sys, torch
 from gifcli.pipelines.ledger import Ledger
