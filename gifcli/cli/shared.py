@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..data.datasets import BATCH  # noqa: F401  (every walk's default batch, for the commands)
+from ..core.metrics import COLUMNS, column
 from ..errors import UsageError
 from ..parsing import percent
 
@@ -88,21 +89,12 @@ def metrics_table(title: str, rows: dict[str, dict]) -> Table:
     """forget/test (and retain, F1, MIA) of each model, whichever the reports hold."""
     table = Table(title=Text(title))
     table.add_column("model", overflow="fold")
-    any_row = next(iter(rows.values()))
-    cols = []
-    if "forget" in any_row:
-        cols += [("forget acc", lambda r: pct(r["forget"]["accuracy"])), ("forget loss", lambda r: num(r["forget"]["loss"]))]
-    if "forget_test" in any_row:
-        cols += [("class test acc", lambda r: pct(r["forget_test"]["accuracy"]))]
-    if "retain" in any_row:
-        cols += [("retain acc", lambda r: pct(r["retain"]["accuracy"]))]
-    cols += [("test acc", lambda r: pct(r["test"]["accuracy"])), ("test loss", lambda r: num(r["test"]["loss"]))]
-    if "f1" in any_row:
-        cols += [("F1", lambda r: num(r.get("f1")))]
-    if any("mia" in r for r in rows.values()):
-        cols += [("MIA forget", lambda r: pct((r.get("mia") or {}).get("entropy")))]
-        if any("held_out" in (r.get("mia") or {}) for r in rows.values()):
-            cols += [("MIA held-out", lambda r: pct((r.get("mia") or {}).get("held_out")))]
+    shown = ["forget acc", "forget loss", "class test acc", "retain acc", "test acc", "test loss", "F1", "MIA entropy",
+             "MIA held-out"]
+    labels = {"MIA entropy": "MIA forget"}
+    cols = [(labels.get(name, name), lambda r, n=name: pct(column(r, n)) if COLUMNS[n][1] else num(column(r, n)))
+            for name in shown
+            if name in ("test acc", "test loss") or any(column(r, name) is not None for r in rows.values())]
     for name, _ in cols:
         table.add_column(name, justify="right")
     for name, r in rows.items():

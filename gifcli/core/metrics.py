@@ -124,6 +124,33 @@ def _get(d: dict, dotted: str):
     return d
 
 
+# The columns every table of these metrics draws from (the commands' tables, gif compare's
+# results.md): name -> (the report's dotted key, whether it is a share of 1 shown as a percentage).
+COLUMNS = {
+    "forget acc": ("forget.accuracy", True),
+    "forget loss": ("forget.loss", False),
+    "class test acc": ("forget_test.accuracy", True),
+    "retain acc": ("retain.accuracy", True),
+    "test acc": ("test.accuracy", True),
+    "test loss": ("test.loss", False),
+    "F1": ("f1", False),
+    "MIA entropy": ("mia.entropy", True),
+    "MIA held-out": ("mia.held_out", True),
+    "MIA SVC conf.": ("mia.svc.confidence", True),
+    "attack success": ("attack_success_rate", True),
+    "agree. w/ retrained": ("agreement_forget", True),
+    "KL(retrained‖·)": ("kl_forget", False),
+    "Avg. Gap": ("avg_gap", True),
+    "seconds": ("method_seconds", False),
+    "RTE": ("rte", False),
+}
+
+
+def column(report: dict, name: str) -> Optional[float]:
+    """A column's value in a report (a share stays a share; the table says how to show it)."""
+    return _get(report, COLUMNS[name][0])
+
+
 # ---------------------------------------------------------------------------------------------
 # the SVC attack SalUn reports (from "Model sparsity can simplify machine unlearning", Jia et al.)
 SVC_FEATURES = ("correctness", "confidence", "entropy", "m_entropy", "probability")

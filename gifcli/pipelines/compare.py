@@ -20,7 +20,8 @@ from typing import Callable, Optional, Union
 from ..core.args import Runtime, UnlearnArgs
 from ..core.checkpoints import Loaded
 from ..core.methods import METHODS
-from ..core.metrics import avg_gap, unlearning_metrics
+from ..core.metrics import COLUMNS as METRIC_COLUMNS
+from ..core.metrics import avg_gap, column, unlearning_metrics
 from ..core.tasks import Task
 from ..data.datasets import Data
 from ..errors import UsageError
@@ -120,25 +121,12 @@ def compare(loaded: Loaded, data: Data, task: Union[Task, Callable[[int], Task]]
     return results
 
 
-COLUMNS = (("forget acc %", lambda r: _v(r, "forget", "accuracy", 100)),
-           ("retain acc %", lambda r: _v(r, "retain", "accuracy", 100)),
-           ("test acc %", lambda r: _v(r, "test", "accuracy", 100)),
-           ("MIA entropy %", lambda r: _scale((r.get("mia") or {}).get("entropy"), 100)),
-           ("MIA SVC conf. %", lambda r: _scale(((r.get("mia") or {}).get("svc") or {}).get("confidence"), 100)),
-           ("attack success %", lambda r: _scale(r.get("attack_success_rate"), 100)),
-           ("agree. w/ retrained %", lambda r: _scale(r.get("agreement_forget"), 100)),
-           ("KL(retrained‖·)", lambda r: r.get("kl_forget")),
-           ("Avg. Gap", lambda r: _scale(r.get("avg_gap"), 100)),
-           ("seconds", lambda r: r.get("method_seconds")),
-           ("RTE", lambda r: r.get("rte")))
-
-
-def _scale(v, k):
-    return None if v is None else k * v
-
-
-def _v(r, a, b, k):
-    return _scale((r.get(a) or {}).get(b), k)
+# results.md's columns (gif compare's own rows): shares as percentages, the Avg. Gap in points
+TABLE = ("forget acc", "retain acc", "test acc", "MIA entropy", "MIA SVC conf.", "attack success",
+         "agree. w/ retrained", "KL(retrained‖·)", "Avg. Gap", "seconds", "RTE")
+COLUMNS = tuple((f"{name} %" if METRIC_COLUMNS[name][1] and name != "Avg. Gap" else name,
+                 (lambda r, n=name: None if (v := column(r, n)) is None else 100 * v if METRIC_COLUMNS[n][1] else v))
+                for name in TABLE)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
