@@ -106,7 +106,9 @@ def main() -> None:
             raise SystemExit(f"put the mislabeled setting's 20-epoch base model (trained on {tensors}) at {base_path}")
         base = load_model(base_path)
         data = load_data_for(base, f"tensors:{tensors}", a.data_dir)
-        flipped = flipped[~torch.isin(flipped, data.validation_indices)]
+        # every flipped image, those in gif's validation split too: a request's validation images are left
+        # out of the validation that scores its edit (and of every later edit's); images not yet found still
+        # sit there with their wrong labels, as they would for a user who finds them in parts
         order = flipped[torch.randperm(len(flipped), generator=torch.Generator().manual_seed(0))]
         requests = [part.sort().values for part in torch.tensor_split(order, n)]
     at = set(range(1, n + 1)) if a.retrain_at is None else {int(x) for x in a.retrain_at.split(",") if x.strip()}
