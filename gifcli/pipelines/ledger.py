@@ -3,7 +3,7 @@ retrain, and one verified chain.
 
 A ledger is one SQLite file (Python's own ``sqlite3``) made from a base checkpoint and the recipe
 it records. Every row is an event: the ``base``, an ``edit`` (a request forgotten by any registered
-method) or a ``retrain`` (the recipe without every sample forgotten so far). Rows are never
+method) or a ``retraining`` (the recipe without every sample forgotten so far). Rows are never
 rewritten (triggers refuse UPDATE and DELETE) and each carries the sha256 of its content and of its
 parent's row, so an edited row breaks the chain; ``parent`` is UNIQUE, so the chain stays one line.
 The head is the newest row. Models live beside the ledger in ``NAME.models/``: each edit's run
@@ -33,6 +33,7 @@ import torch
 
 from ..core.args import Runtime, UnlearnArgs
 from ..core.checkpoints import Loaded, load_model
+from ..core.methods import METHODS
 from ..core.passes import evaluate
 from ..core.tasks import SampleRemoval
 from ..data.datasets import Data
@@ -47,12 +48,13 @@ SHARE_LIMIT = 0.05  # samples forgotten since the last trained model, as a share
 DRIFT_LIMIT = 0.5  # validation accuracy lost against the last trained model, in points
 COHERENCE_LIMIT = 0.05  # the head's gradient coherence on the remaining data (the stationarity threshold)
 DEFAULT_BUDGET = 1.0
+RETRAINING = "retraining"  # the kind of a row whose model was trained again without every forgotten sample
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('base', 'edit', 'retrain')),
+    kind TEXT NOT NULL CHECK (kind IN ('base', 'edit', 'retraining')),
     parent INTEGER UNIQUE REFERENCES events (id),
     request TEXT UNIQUE,
     body TEXT NOT NULL,
@@ -276,7 +278,7 @@ class Ledger:
         return reduced
 
     def last_trained(self, events: list[Event]) -> Event:
-        return next(e for e in reversed(events) if e.kind in ("base", "retrain"))
+        return next(e for e in reversed(events) if e.kind in ("base", RETRAINING))
 
     # -- the budget ------------------------------------------------------------------------------
     def diagnostics(self, head: Loaded, trained: Loaded, data: Data, since: int, rt: Runtime) -> dict:
@@ -375,8 +377,8 @@ class Ledger:
                 train_model(fresh, data.fit, cfg, rt.device, None, rt.workers)
             seconds = time.perf_counter() - start
             out = self.store / f"retrain-{len(events):05d}.safetensors"
-            meta = edited_meta(base, {}, {"epochs": cfg.epochs, "seed": cfg.seed}, "retrain",
-                               {"forgotten": len(gone)})
+            reference = next(n for n, m in METHODS.items() if m.reference)  # the method whose edit is a retraining
+            meta = edited_meta(base, {}, {"epochs": cfg.epochs, "seed": cfg.seed}, reference, {"forgotten": len(gone)})
             save_checkpoint(out, set_eval(fresh).cpu(), meta)
             union = sorted(gone)
             body = {"checkpoint": os.path.relpath(out, self.path.parent), "checkpoint_sha256": sha256_file(out),
@@ -385,7 +387,7 @@ class Ledger:
                     "trained_on": int(data.fit_indices.numel()),
                     "forgotten": {"count": len(union), "sha256": indices_hash(union)}}
             try:
-                return self._append("retrain", None, body)
+                return self._append(RETRAINING, None, body)
             except BaseException:
                 out.unlink(missing_ok=True)
                 raise

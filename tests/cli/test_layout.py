@@ -11,7 +11,7 @@ import pytest
 from gifcli.core.methods import METHODS, arg
 
 PACKAGE = Path(__file__).resolve().parents[2] / "gifcli"
-ALLOWED = 2  # the default method of the commands and of the API (gifcli.core.args.DEFAULT_METHOD: one)
+ALLOWED = 2  # the default method of the commands and the API (core.args.DEFAULT_METHOD), `gif ledger retrain`
 
 
 def method_name_constants(source: str, names: set[str]) -> list[int]:

@@ -64,7 +64,7 @@ def test_three_requests_status_verify_retrain_verify(runner, ledger, fake_mnist,
     assert r.exit_code == 0 and "5 rows in one line" in r.output, r.output
     st = json.loads((lambda: (invoke(runner, ["ledger", "status", "--ledger", ledger, "--json", status]),
                               status.read_text())[1])())
-    assert st["since_trained"] == 0 and st["events"][-1]["kind"] == "retrain"
+    assert st["since_trained"] == 0 and st["events"][-1]["kind"] == "retraining"
     export = tmp_path / "export.json"
     assert invoke(runner, ["ledger", "export", "--ledger", ledger, "--out", export]).exit_code == 0
     doc = json.loads(export.read_text())
