@@ -25,7 +25,7 @@ import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -33,7 +33,7 @@ import torch
 
 from ..core.args import Runtime, UnlearnArgs
 from ..core.checkpoints import Loaded, load_model
-from ..core.methods import METHODS
+from ..core.methods import METHODS, Verified
 from ..core.passes import evaluate
 from ..core.tasks import SampleRemoval
 from ..data.datasets import Data
@@ -100,12 +100,6 @@ class LedgerStatus:
     budget_used: Optional[float]
     budget: float
     recommendation: str
-
-
-@dataclass
-class LedgerVerification:
-    checked: list[str] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)
 
 
 def row_hash(kind: str, parent: Optional[int], request: Optional[str], body: dict, parent_hash: str) -> str:
@@ -406,11 +400,11 @@ class Ledger:
             advice = f"keep editing: budget used {used:.2f} of {self.budget:g}"
         return LedgerStatus(str(self.path), events, len(self.forgotten(events)), since, used, self.budget, advice)
 
-    def verify(self) -> LedgerVerification:
+    def verify(self) -> Verified:
         """Every link checked from its parent (exit 1 at the first broken one: a ChainBroken)."""
         from .verify import verify as verify_edit
 
-        v = LedgerVerification()
+        v = Verified(str(self.path))
         events = self.events()
         parent_hash, union = "", set()
         for k, e in enumerate(events):
