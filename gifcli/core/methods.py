@@ -138,8 +138,8 @@ class MethodReport:
     ``record``: keys merged into report.json (a method with an influence vector: ``influence``);
     ``lines``: what is printed below the table; ``warnings``; ``describe``: words for the run's
     title (e.g. J's criterion and share); ``selected``: how many parameters the edit may move, for a
-    method that edits a chosen subset; ``environment``: facts of where it ran (not recorded in the
-    weights' files, shown beside the lines)."""
+    method that edits a chosen subset; ``decision``: what the method decided from the model (one line);
+    ``criterion``: the scale criterion it chose by, when that is not the task's default."""
 
     record: dict = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
@@ -147,6 +147,7 @@ class MethodReport:
     describe: list[str] = field(default_factory=list)
     selected: Optional[int] = None
     decision: Optional[str] = None
+    criterion: Optional[str] = None  # the scale criterion the method used, where it is not the task's default
 
 
 @dataclass
@@ -183,7 +184,7 @@ class Method(ABC):
         """What to print and record of an edit beside the metrics (the default: its warnings and the
         decision line its summary holds)."""
         return MethodReport(warnings=list(outcome.summary.get("warnings", [])),
-                            decision=outcome.summary.get("decision"))
+                            decision=outcome.summary.get("decision"), criterion=outcome.summary.get("criterion"))
 
     def grid(self, args: "UnlearnArgs", criteria: tuple, ratios: tuple) -> list["UnlearnArgs"]:
         """``gif compare``'s cells of this method: one per criterion x ratio of J for a method whose

@@ -38,13 +38,13 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 from torch import nn
 
 from ..data.backdoor import BackdoorData
-from ..data.datasets import Data, Split, materialise
+from ..data.datasets import Data, Split, check_label, materialise
 from ..data.forget import ResolvedForget
 from ..errors import GifError, NonFiniteError, UsageError
 from ..registry import Registry
@@ -86,6 +86,10 @@ class Task(ABC):
     name: ClassVar[str]
     default_criterion: ClassVar[str]
     criteria: ClassVar[tuple[str, ...]]
+    # what an influence edit aims at when the model is at a stationary point (``--target auto``), and
+    # the scale criterion that fits a target, where it is not ``default_criterion``
+    target_at_optimum: ClassVar[str] = "forget"
+    target_criteria: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def target(self, data: Data) -> Target: ...
@@ -145,6 +149,8 @@ class ClassRemoval(Task):
     name = "class removal"
     default_criterion = "f1"
     criteria = ("f1", "match", "privacy", "repair")
+    target_at_optimum = "masked"  # toward the model's own outputs with the class masked (docs/methods.md)
+    target_criteria = {"masked": "match"}
 
     def __init__(self, label: int) -> None:
         self.label = int(label)
@@ -389,6 +395,9 @@ class SplitData:
         if self.test is None:
             raise UsageError("this needs test data: pass test=...")
         return self.test
+
+    def check_label(self, label: Any, what: str = "label", error: type = UsageError) -> int:
+        return check_label(label, self.num_classes, what, error)
 
 
 class GivenForget(Task):

@@ -393,6 +393,13 @@ def train_validation_indices(n_train: int, size: int = VALIDATION_SIZE, seed: in
 
 
 
+def check_label(label: Any, num_classes: int, what: str = "label", error: type = UsageError) -> int:
+    """``label`` as one of ``num_classes`` classes, or one line naming it and the classes there are."""
+    if label is None or isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
+        raise error(f"{what} {label} is outside the classes 0..{num_classes - 1}")
+    return label
+
+
 @dataclass
 class Data:
     """A loaded dataset: training set (its own order), test set, classes, and the fixed splits."""
@@ -423,9 +430,7 @@ class Data:
 
     def check_label(self, label: Any, what: str = "label", error: type = UsageError) -> int:
         """``label`` as a class of this data, or one line naming it and the classes there are."""
-        if label is None or isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < self.num_classes:
-            raise error(f"{what} {label} is outside the classes 0..{self.num_classes - 1}")
-        return label
+        return check_label(label, self.num_classes, what, error)
 
     @property
     def train_size(self) -> int:

@@ -28,7 +28,7 @@ def unlearn_report(loaded: Loaded, data: Data, task: Task, args: UnlearnArgs, re
     """report.json's content, less its ``files`` (added once they are written)."""
     outcome = result.outcome
     said = METHODS.get(args.method).report(outcome)
-    criterion = task.criterion(args.scale_criterion)
+    criterion = said.criterion or task.criterion(args.scale_criterion)
     if "scale" in outcome.hyper:
         swept = args.scales is None or len(args.scales) > 1
         choice = f"validation sweep ({criterion})" if swept else "given"

@@ -19,7 +19,7 @@ from ...core.args import Runtime, UnlearnArgs
 from ...core.edit import edited_copy
 from ...core.methods import Method, MethodArgs, MethodOutcome, MethodReport, ModelContext, Verified, arg
 from ...core.passes import masked_outputs
-from ...core.search import best_row, scored
+from ...core.search import best_row, infeasible_warning, scored
 from ...core.tasks import Task
 from ...core.timing import Phases
 from ...data.datasets import Data
@@ -29,7 +29,8 @@ from ...math.selection import CRITERIA, OUTPUT_SCORES
 from ...parsing import parse_scales, parse_size
 from .lstsq import SOLVERS, SolverOptions
 from .steps import (TARGETS, InfluenceRun, gradient_coherence, gradients, influences, masked_target_gradient,
-                    resolve_target, select, stationarity_record, stationarity_warning, sweep_scales, target_gradient)
+                    resolve_target, select, stationarity_record, stationarity_warning, step_cap, sweep_scales,
+                    target_gradient)
 
 HVP_MODES = ("auto", "retain", "recompute", "forward")
 HESSIAN_DATA = ("remaining", "all")
@@ -83,9 +84,11 @@ class InfluenceArgs(MethodArgs):
                                 "(--target remaining and the stationarity check; 0: all of it, a sample is faster "
                                 "and noisier)", 0, group="solve")
     # step: how many steps and at which scale (remove-class, remove-samples, backdoor recover; gif apply takes a scale)
-    newton_steps: int = arg("the most re-linearised steps: each solves again at the edited weights and chooses its own "
-                            "scale on validation; stops early when a step no longer improves the validation criterion "
-                            "(--target auto at a stationary point, or a given --scale: one step)", 3, group="step")
+    newton_steps: Optional[int] = arg("the most re-linearised steps: each solves again at the edited weights and "
+                                      "chooses its own scale on validation; stops early when a step no longer "
+                                      "improves the validation criterion (default: 8 toward the masked outputs, 3 "
+                                      "otherwise; the paper's target at a stationary point, or a given --scale: one "
+                                      "step)", group="step")
     scales: Optional[tuple[float, ...]] = arg("the scale: 'auto' (bracketed from 1 by factors of 4, then refined to "
                                               "2^(1/4), chosen on validation), a number, or a comma-separated list "
                                               "to choose from", flag="scale", parse=parse_scales, group="step")
@@ -117,7 +120,7 @@ class InfluenceArgs(MethodArgs):
             raise UsageError(f"--hessian-samples must be positive, got {self.hessian_samples}")
         if self.gradient_samples < 0:
             raise UsageError(f"--gradient-samples must be 0 (all) or positive, got {self.gradient_samples}")
-        if self.newton_steps < 1:
+        if self.newton_steps is not None and self.newton_steps < 1:
             raise UsageError(f"--newton-steps must be at least 1, got {self.newton_steps}")
         if self.scales is not None:
             if not self.scales or not all(math.isfinite(s) for s in self.scales):
@@ -172,19 +175,23 @@ class InfluenceMethod(Method):
             g0 = target_gradient(model, target, len(pool), rt)
             measured = gradient_coherence(model, task.training(data), args.seed, rt, weight_decay)
             first_record = stationarity_record(measured, g0, len(pool))
-        # steps from the model: the paper's one step at a stationary point, re-linearised steps off it
-        most = 1 if (args.target == "auto" and measured["stationary"]) else args.newton_steps
+        # steps from the model: at a stationary point the task's target (the paper's one step, or steps toward
+        # a class's masked outputs), re-linearised steps on the retained objective off it
+        aim_at = resolve_target(args.target, measured["stationary"], 1, task.target_at_optimum)
+        one = args.target == "auto" and measured["stationary"] and aim_at == "forget"
+        most = 1 if one else step_cap(args.newton_steps, aim_at)
+        criterion = args.scale_criterion or task.target_criteria.get(aim_at)  # the criterion that fits the target
         given = args.scales is not None and len(args.scales) == 1  # a given scale: nothing to choose
         scorer, unedited = None, None
         if not given:
             with phases("sweep"):
-                scorer = task.scorer(args.scale_criterion, data, model, rt, SWEEP_ACCURACY_ERROR, args.seed)
+                scorer = task.scorer(criterion, data, model, rt, SWEEP_ACCURACY_ERROR, args.seed)
                 unedited = {"scale": 0.0, **scored(scorer, model)}
-        current, total, steps, all_rows, stopped, aim = model, None, [], [], None, None
+        current, total, steps, all_rows, stopped, aim, chosen = model, None, [], [], None, None, None
         first: Optional[InfluenceRun] = None
         seconds = 0.0
         for k in range(1, most + 1):
-            mode = resolve_target(args.target, measured["stationary"], k)
+            mode = resolve_target(args.target, measured["stationary"], k, task.target_at_optimum)
             with phases("gradients"):
                 if mode == "masked":  # toward the unedited model's masked outputs, held fixed over the steps
                     if aim is None:
@@ -234,12 +241,14 @@ class InfluenceMethod(Method):
                      "stats": run.info["stats"],
                      "correction_stats": correction.info["stats"] if correction is not None else None,
                      "stationarity": record}
+            if k == 1 and fallback_needed(args, mode, best):  # no masked step forgets the class and keeps the rest
+                return self.fallback(model, task, data, args, rt, ctx, all_rows, time.perf_counter() - start, phases)
             if k > 1 and not improves(best, before):
                 stopped = f"step {k} did not improve the validation criterion"
                 steps.append({**entry, "taken": False})
                 break
             steps.append({**entry, "taken": True})
-            unedited = best
+            unedited, chosen = best, best
             first = first or run
             total = step_delta if total is None else total + step_delta
             current = edited_copy(current, J, step_delta, 1.0)
@@ -258,9 +267,28 @@ class InfluenceMethod(Method):
                 hyper["corrections"] = [s["correction"] for s in steps if s["taken"]]
         edited = edited_copy(model, run.J, run.delta, hyper["scale"])
         artifacts = {"selection": selection, "influence": run}
-        summary = {"phases": phases.as_dict(), "decision": decision(args.target, measured, most)}
+        summary = {"phases": phases.as_dict(), "decision": decision(args.target, measured, most, aim_at),
+                   "criterion": None if given else task.criterion(criterion)}
+        if chosen is not None and not chosen.get("feasible", True):  # said, never silent
+            summary["warnings"] = [infeasible_warning(self.name, task.criterion(criterion), len(all_rows))]
         return MethodOutcome(edited, hyper, all_rows, {k: v for k, v in artifacts.items() if v is not None},
                              time.perf_counter() - start, summary)
+
+    def fallback(self, model: nn.Module, task: Task, data: Data, args: UnlearnArgs, rt: Runtime, ctx: ModelContext,
+                 tried: list, seconds: float, phases: Phases) -> MethodOutcome:
+        """The paper's step with the task's own criterion, after the first step toward the masked outputs
+        found no scale that meets the match criterion's bounds on validation (e.g. a validation split
+        so small that one image is more than the accuracy slack); the decision line says so and the
+        rows tried are kept, marked with their target."""
+        outcome = self.unlearn(model, task, data, args.replace(target="forget", newton_steps=1), rt, ctx)
+        said = (f"no scale of the first step toward the masked outputs met the match criterion's bounds on "
+                f"validation ({len(tried)} tried): the paper's one step instead")
+        before, after = phases.as_dict(), outcome.summary["phases"]
+        summary = {**outcome.summary, "decision": said,
+                   "phases": {k: before.get(k, 0.0) + after.get(k, 0.0) for k in {**before, **after}}}
+        rows = [{**r, "target": "masked"} for r in tried] + outcome.search
+        return MethodOutcome(outcome.edited, outcome.hyper, rows, outcome.artifacts, outcome.seconds + seconds,
+                             summary)
 
     @property
     def selects(self) -> bool:
@@ -348,15 +376,24 @@ def hvp_note(hessian: Optional[dict]) -> Optional[str]:
     return None
 
 
-def decision(requested: str, measured: dict, steps: int) -> str:
+def decision(requested: str, measured: dict, steps: int, aim_at: str = "forget") -> str:
     """One line: what the stationarity measurement decided (printed, and recorded in report.json)."""
     where = (f"gradient coherence {measured['coherence']:.3f} {'<=' if measured['stationary'] else '>'} "
              f"{measured['threshold']:g} on {measured['samples']} training samples")
     if requested != "auto":
         return f"--target {requested}, at most {steps} step(s) ({where})"
+    if measured["stationary"] and aim_at == "masked":
+        return f"at a stationary point ({where}): up to {steps} steps toward the outputs with the class masked"
     if measured["stationary"]:
         return f"at a stationary point ({where}): the paper's one step"
     return f"off a stationary point ({where}): up to {steps} Newton steps on the retained data"
+
+
+def fallback_needed(args: UnlearnArgs, mode: str, best: Optional[dict]) -> bool:
+    """Whether the default's first step toward the masked outputs gives way to the paper's step: it
+    found no feasible scale, and neither the target nor the criterion was the user's choice."""
+    return (args.target == "auto" and mode == "masked" and args.scale_criterion is None and best is not None
+            and not best.get("feasible", True))
 
 
 def improves(best: Optional[dict], before: Optional[dict]) -> bool:

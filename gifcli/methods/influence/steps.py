@@ -48,6 +48,16 @@ def target_gradient(model: nn.Module, target: Target, pool_size: int, rt: Runtim
 
 
 TARGETS = ("auto", "forget", "remaining", "forget-then-remaining", "masked")
+# the most re-linearised steps when --newton-steps is not given: toward the masked outputs each step
+# moves them part of the way, and on the converged CNN validation kept choosing steps up to the
+# seventh; a Newton step on the retained objective converges in fewer (docs/methods.md)
+STEP_CAPS = {"masked": 8}
+NEWTON_STEPS = 3
+
+
+def step_cap(given: Optional[int], target: str) -> int:
+    """The most steps of an edit whose steps aim at ``target``: ``given``, else the target's cap."""
+    return given if given is not None else STEP_CAPS.get(target, NEWTON_STEPS)
 
 
 def soft_cross_entropy_sum(outputs_: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -189,11 +199,12 @@ def stationarity_record(coherence: dict, g: torch.Tensor, pool_size: int) -> dic
             "ratio": training / max(forget, 1e-300)}
 
 
-def resolve_target(requested: str, stationary: bool, step: int = 1) -> str:
-    """The gradient a step's edit is of: ``auto`` is the paper's ``forget`` at a stationary point
-    and ``remaining`` (a Newton step on the retained objective) off it."""
+def resolve_target(requested: str, stationary: bool, step: int = 1, at_optimum: str = "forget") -> str:
+    """The gradient a step's edit is of: ``auto`` is the task's target at a stationary point
+    (``at_optimum``: the paper's ``forget``, or ``masked`` for a class) and ``remaining`` (a Newton
+    step on the retained objective) off it."""
     if requested == "auto":
-        return "forget" if stationary else "remaining"
+        return at_optimum if stationary else "remaining"
     if requested == "forget-then-remaining":
         return "forget" if step == 1 else "remaining"
     return requested
