@@ -138,7 +138,8 @@ def unlearn(model: nn.Module, forget: Optional[DataLike] = None, train: Optional
 
     Either ``forget`` (the samples to forget; ``train`` is then the retained training data) or
     ``forget_label`` (a class; ``train`` is all training data). ``scale="auto"`` chooses the scale
-    on ``validation`` by ``scale_criterion`` (privacy or repair for samples, f1 for a class); a
+    on ``validation`` by ``scale_criterion`` (privacy or repair for samples; for a class f1, or
+    match where gif aims at the masked outputs, its default at a stationary point); a
     method without a scale chooses its own hyper-parameters there. ``options``: ``method``,
     ``seed`` and the method's own arguments (``method_arguments(method)``).
     """

@@ -28,8 +28,9 @@ COMMON = ("method", "seed", "scale_criterion")
 COMMON_HELP = {
     "method": "unlearning method (gif, fif, pif, if, grad, ssd, finetune, ...; see docs/methods.md)",
     "seed": "seed of every random choice the method makes (selection, Hessian sample, batches)",
-    "scale_criterion": "how the method's scale or hyper-parameters are chosen on validation: f1, privacy, repair, "
-                       "backdoor (default: the task's; see docs/methods.md)",
+    "scale_criterion": "how the method's scale or hyper-parameters are chosen on validation: f1, match, privacy, "
+                       "repair, backdoor (default: the task's, match for gif's steps toward a class's masked "
+                       "outputs; see docs/methods.md)",
 }
 
 # (stage, done, total or None, info): the CLI turns these into progress bars

@@ -74,8 +74,9 @@ class InfluenceArgs(MethodArgs):
                             "function's derivative at eps = 0) or 'remaining' (minus the forget set, eq. 9 with "
                             "eps = -1)", "all", choices=HESSIAN_DATA, group="solve")
     target: str = arg("the gradient the edit is of: 'auto' (measure how far the model is from a stationary point "
-                      "of its training loss: the paper's one 'forget' step where it is at one, up to --newton-steps "
-                      "'remaining' steps where it is not), 'forget' (the forget set's, the paper's), 'remaining' "
+                      "of its training loss: where it is at one, 'masked' steps for a class and the paper's one "
+                      "'forget' step otherwise; up to --newton-steps 'remaining' steps where it is not), 'forget' "
+                      "(the forget set's, the paper's), 'remaining' "
                       "(minus the retained data's: a Newton step on the retained objective, which also holds where "
                       "the model is not at an optimum), 'forget-then-remaining' (the first step forget, later "
                       "steps remaining), or 'masked' (toward the unedited model's outputs with the trained label "
