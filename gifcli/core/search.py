@@ -28,14 +28,21 @@ from .passes import to_model
 from .tasks import PRIVACY_ACCURACY_SLACK, Scorer, Task
 
 
+def rank(row: dict) -> tuple:
+    """How a criterion orders its rows: scored before diverged, feasible before not, then (among
+    infeasible rows) the smaller ``shortfall`` (how far the row is from the criterion's bounds, where
+    the criterion says), then the objective."""
+    return (row["objective"] is not None, bool(row.get("feasible", True)), -float(row.get("shortfall", 0.0)),
+            -math.inf if row["objective"] is None else row["objective"])
+
+
 def best_row(rows: Sequence[dict], order: str = "scale") -> dict:
-    """The feasible row with the best objective; ties go to the smaller ``order`` (the milder edit).
+    """The row of the best :func:`rank`; ties go to the smaller ``order`` (the milder edit).
 
     A diverged row (objective None: the candidate's outputs were not finite) is never preferred
     to one that was scored; :func:`check_scored` refuses a search in which every candidate diverged.
     """
-    return max(rows, key=lambda r: (r["objective"] is not None, bool(r.get("feasible", True)),
-                                    -math.inf if r["objective"] is None else r["objective"], -r[order]))
+    return max(rows, key=lambda r: (*rank(r), -r[order]))
 
 
 def scored(score: Scorer, model: nn.Module) -> dict:

@@ -327,8 +327,9 @@ def _match(task: Task, data: Data, base: nn.Module, rt: Runtime, take: Take) -> 
             raise NonFiniteError("the edited model's outputs are not finite on the validation images")
         kl = float((wanted * (log_wanted - logp)).sum(1).mean())
         f, t = float((logp.argmax(1) == forget.labels).double().mean()), evaluate(model, others, rt, "validation")
+        shortfall = max(0.0, floor - _acc(t)) + max(0.0, f - MATCH_FORGET_LIMIT)  # ranks infeasible scales
         return {"forget": {"accuracy": f, "count": len(forget)}, "test": t.as_dict(), "kl_to_target": kl,
-                "feasible": _acc(t) >= floor and f <= MATCH_FORGET_LIMIT, "objective": -kl}
+                "feasible": shortfall == 0.0, "shortfall": shortfall, "objective": -kl}
 
     return score
 

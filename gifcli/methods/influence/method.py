@@ -19,7 +19,7 @@ from ...core.args import Runtime, UnlearnArgs
 from ...core.edit import edited_copy
 from ...core.methods import Method, MethodArgs, MethodOutcome, MethodReport, ModelContext, Verified, arg
 from ...core.passes import masked_outputs
-from ...core.search import best_row, infeasible_warning, scored
+from ...core.search import best_row, infeasible_warning, rank, scored
 from ...core.tasks import Task
 from ...core.timing import Phases
 from ...data.datasets import Data
@@ -242,8 +242,6 @@ class InfluenceMethod(Method):
                      "stats": run.info["stats"],
                      "correction_stats": correction.info["stats"] if correction is not None else None,
                      "stationarity": record}
-            if k == 1 and fallback_needed(args, mode, best):  # no masked step forgets the class and keeps the rest
-                return self.fallback(model, task, data, args, rt, ctx, all_rows, time.perf_counter() - start, phases)
             if k > 1 and not improves(best, before):
                 stopped = f"step {k} did not improve the validation criterion"
                 steps.append({**entry, "taken": False})
@@ -257,6 +255,8 @@ class InfluenceMethod(Method):
                 stopped = "a given scale: one step (further steps are taken only when validation chooses them)"
                 break
         assert first is not None and total is not None
+        if fallback_needed(args, aim_at, chosen):  # no masked step forgot the class and kept the rest
+            return self.fallback(model, task, data, args, rt, ctx, all_rows, time.perf_counter() - start, phases)
         if most == 1 and steps[0]["target"] in ("forget", "masked"):  # one vector and its scale (the paper's edit)
             hyper = {"scale": steps[0]["scale"]}
             run = first
@@ -277,13 +277,13 @@ class InfluenceMethod(Method):
 
     def fallback(self, model: nn.Module, task: Task, data: Data, args: UnlearnArgs, rt: Runtime, ctx: ModelContext,
                  tried: list, seconds: float, phases: Phases) -> MethodOutcome:
-        """The paper's step with the task's own criterion, after the first step toward the masked outputs
-        found no scale that meets the match criterion's bounds on validation (e.g. a validation split
-        so small that one image is more than the accuracy slack); the decision line says so and the
-        rows tried are kept, marked with their target."""
+        """The paper's step with the task's own criterion, after the steps toward the masked outputs
+        found no scale that meets the match criterion's bounds on validation (classes that share their
+        boundaries, or a validation split so small that one image is more than the accuracy slack); the
+        decision line says so and the rows tried are kept, marked with their target."""
         outcome = self.unlearn(model, task, data, args.replace(target="forget", newton_steps=1), rt, ctx)
-        said = (f"no scale of the first step toward the masked outputs met the match criterion's bounds on "
-                f"validation ({len(tried)} tried): the paper's one step instead")
+        said = (f"no step toward the masked outputs met the match criterion's bounds on validation "
+                f"({len(tried)} scales tried): the paper's one step instead")
         before, after = phases.as_dict(), outcome.summary["phases"]
         summary = {**outcome.summary, "decision": said,
                    "phases": {k: before.get(k, 0.0) + after.get(k, 0.0) for k in {**before, **after}}}
@@ -390,11 +390,12 @@ def decision(requested: str, measured: dict, steps: int, aim_at: str = "forget")
     return f"off a stationary point ({where}): up to {steps} Newton steps on the retained data"
 
 
-def fallback_needed(args: UnlearnArgs, mode: str, best: Optional[dict]) -> bool:
-    """Whether the default's first step toward the masked outputs gives way to the paper's step: it
-    found no feasible scale, and neither the target nor the criterion was the user's choice."""
-    return (args.target == "auto" and mode == "masked" and args.scale_criterion is None and best is not None
-            and not best.get("feasible", True))
+def fallback_needed(args: UnlearnArgs, aim_at: str, chosen: Optional[dict]) -> bool:
+    """Whether the default's steps toward the masked outputs give way to the paper's step: after the
+    last step the chosen scale still misses the criterion's bounds, and neither the target nor the
+    criterion was the user's choice."""
+    return (args.target == "auto" and aim_at == "masked" and args.scale_criterion is None and chosen is not None
+            and not chosen.get("feasible", True))
 
 
 def improves(best: Optional[dict], before: Optional[dict]) -> bool:
@@ -405,8 +406,7 @@ def improves(best: Optional[dict], before: Optional[dict]) -> bool:
         return False
     if before["objective"] is None:
         return True
-    now, then = bool(best.get("feasible", True)), bool(before.get("feasible", True))
-    return now if now != then else best["objective"] > before["objective"]
+    return rank(best) > rank(before)
 
 
 def combined(first: InfluenceRun, total: torch.Tensor, steps: list, stopped: Optional[str],

@@ -19,7 +19,7 @@ from torch.nn.utils import parameters_to_vector
 from ...core.args import Runtime, UnlearnArgs
 from ...core.edit import check_finite_model, edited_copy, space_of
 from ...core.passes import masked_outputs, shard_batches, summed_gradient
-from ...core.search import best_row, check_scored, scored
+from ...core.search import best_row, check_scored, rank, scored
 from ...core.tasks import Scorer, Target
 from ...data.datasets import BATCH, Split, batches
 from ...errors import GifError, NonFiniteError, UsageError
@@ -484,8 +484,8 @@ def sweep_scales(model: nn.Module, J: IndexSet, delta: torch.Tensor, scales: Opt
 
 
 def _same(a: dict, b: dict) -> bool:
-    """Two rows the criterion cannot tell apart (the same feasibility and objective)."""
-    return (bool(a.get("feasible", True)), a["objective"]) == (bool(b.get("feasible", True)), b["objective"])
+    """Two rows the criterion cannot tell apart (the same feasibility, shortfall and objective)."""
+    return rank(a) == rank(b)
 
 
 def _beats(row: dict, other: dict) -> bool:
