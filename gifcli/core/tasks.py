@@ -17,9 +17,9 @@ Scale criteria (``--scale-criterion``; each task has a default):
 * ``f1`` (class removal): eq. 14's F1 of (1 - accuracy on the validation images of the class)
   and the accuracy on the other validation images.
 * ``match`` (class removal): how close the class's validation outputs come to the unedited model's
-  own outputs with the class masked (mean KL), among the scales that forget the class (none of its
-  validation images still predicted as it) and keep the other validation images within 0.5 points
-  of the unedited model.
+  own outputs with the class masked (mean KL), among the scales that forget the class (at most 0.5 %
+  of its validation images still predicted as it) and keep the other validation images within 0.5
+  points of the unedited model.
 * ``privacy`` (sample forgetting, default): a model retrained without the samples treats them
   like data it never saw, so the scale whose edited model's mean loss on the forget set is
   closest to its mean loss on the held-out validation images, among the scales that keep
@@ -51,7 +51,11 @@ from ..registry import Registry
 from .args import Runtime
 from .passes import Metrics, evaluate, masked_outputs, outputs, predictions
 
-MATCH_FORGET_LIMIT = 0.0  # match criterion: the share of the class's validation images that may still be predicted as it
+# match criterion: the share of the class's validation images that may still be predicted as it. 0.5 %
+# (2 of MNIST's ~460 a class): an unseen image's share stays under 1 % at about two standard errors,
+# where a bound of 1 % left 1.1-1.6 % of three classes' test images, and a bound of 0 made one stubborn
+# validation image send the edit back to the paper's step (docs/methods.md)
+MATCH_FORGET_LIMIT = 0.005
 PRIVACY_ACCURACY_SLACK = 0.005  # privacy criterion: validation accuracy may fall at most 0.5 points
 
 Scorer = Callable[[nn.Module], dict]
@@ -310,8 +314,8 @@ def _f1(task: Task, data: Data, base: nn.Module, rt: Runtime, take: Take) -> Sco
 def _match(task: Task, data: Data, base: nn.Module, rt: Runtime, take: Take) -> Scorer:
     """How close the edited model's outputs on the class's validation images (never trained on) come to
     what a model that never saw the class would output, as the unedited model estimates it (its own
-    output with the class masked): mean KL(target || edited), among the scales that forget the class (none
-    of its validation images still predicted as it: MATCH_FORGET_LIMIT) and keep the other
+    output with the class masked): mean KL(target || edited), among the scales that forget the class (at
+    most MATCH_FORGET_LIMIT of its validation images still predicted as it) and keep the other
     validation images' accuracy within PRIVACY_ACCURACY_SLACK of the unedited model's."""
     if not isinstance(task, ClassRemoval):
         raise UsageError("the match criterion needs a class to forget")

@@ -121,3 +121,19 @@ def test_parse_scales():
         with pytest.raises(UsageError):
             parse_scales(bad)
 
+
+
+def test_an_infeasible_row_ranks_by_its_shortfall_before_its_objective():
+    """Where no row meets a criterion's bounds, the one that misses them by least is chosen (match
+    says by how much), not the best objective among broken edits; a step is taken when it misses
+    them by less than the model it starts from."""
+    from gifcli.methods.influence.method import improves
+
+    near = {"scale": 2.0, "feasible": False, "shortfall": 0.01, "objective": -5.0}
+    far = {"scale": 1.0, "feasible": False, "shortfall": 0.30, "objective": -0.1}
+    assert best_row([far, near]) is near
+    feasible = {"scale": 4.0, "feasible": True, "objective": -9.0}
+    assert best_row([far, near, feasible]) is feasible
+    plain = [{"scale": 1.0, "feasible": False, "objective": -1.0}, {"scale": 2.0, "feasible": False, "objective": -0.5}]
+    assert best_row(plain)["scale"] == 2.0  # a criterion that gives no shortfall: by objective, as before
+    assert improves(near, far) and not improves(far, near) and improves(feasible, near)

@@ -123,7 +123,7 @@ class _Masked(torch.nn.Module):
 
 def test_the_match_criterion_is_the_mean_kl_to_the_masked_outputs_among_scales_that_forget_the_class():
     """The scorer's KL against the explicit sum over the class's validation images, its forget bound
-    (none of the class still predicted as it) and its accuracy bound on the other images."""
+    (at most 0.5 % of the class still predicted as it) and its accuracy bound on the other images."""
     from gifcli.core.tasks import MATCH_FORGET_LIMIT, ClassRemoval, SplitData
 
     torch.manual_seed(5)
