@@ -52,9 +52,8 @@ from .args import Runtime
 from .passes import Metrics, evaluate, masked_outputs, outputs, predictions
 
 # match criterion: the share of the class's validation images that may still be predicted as it. 0.5 %
-# (2 of MNIST's ~460 a class): an unseen image's share stays under 1 % at about two standard errors,
-# where a bound of 1 % left 1.1-1.6 % of three classes' test images, and a bound of 0 made one stubborn
-# validation image send the edit back to the paper's step (docs/methods.md)
+# (2 of MNIST's ~460 a class): 1 % left 1.1-1.6 % of three classes' test images predicted as the class,
+# 0 let one stubborn validation image send an edit back to the paper's step (docs/methods.md)
 MATCH_FORGET_LIMIT = 0.005
 PRIVACY_ACCURACY_SLACK = 0.005  # privacy criterion: validation accuracy may fall at most 0.5 points
 
