@@ -211,6 +211,10 @@ def test_a_class_at_a_stationary_point_is_edited_toward_its_masked_outputs_by_de
         pred = res.model(xv).argmax(1)
     assert float((pred[yv == 3] == 3).double().mean()) <= 0.01
     assert float((pred[yv != 3] == yv[yv != 3]).double().mean()) >= 0.995
+    # the paper's estimators and the first-order baseline keep the paper's one step there
+    res = api.unlearn(model, train=(x, y), validation=(xv, yv), forget_label=3, method="pif", ratio=0.5,
+                      hessian_samples=200, damping=1e-3, weight_decay=1e-2)
+    assert res.outcome.summary["decision"].endswith("the paper's one step") and "scale" in res.outcome.hyper
 
     x, y = _quadrants(600, 0)
     xv, yv = _quadrants(800, 1)

@@ -13,7 +13,7 @@ from .lstsq import register_solver
 from .method import InfluenceArgs, InfluenceMethod, hessian_data, resolve_weight_decay
 
 for _name in ("gif", "fif", "pif", "if", "grad"):
-    METHODS.register(_name, InfluenceMethod(_name))
+    METHODS.register(_name, InfluenceMethod(_name, own_targets=_name == "gif"))
 
 
 def chain_method(name: str) -> InfluenceMethod:

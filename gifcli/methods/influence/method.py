@@ -151,8 +151,11 @@ class InfluenceMethod(Method):
 
     Args = InfluenceArgs
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, own_targets: bool = False) -> None:
         self.name = name
+        # gif aims at the task's own target at a stationary point (a class: its masked outputs); the
+        # paper's estimators and the first-order baseline keep the paper's one step there
+        self.own_targets = own_targets
 
     def check(self, args: UnlearnArgs, ctx: ModelContext) -> None:
         resolve_weight_decay(args, ctx.weight_decay)  # --weight-decay auto on a model that records none
@@ -178,7 +181,8 @@ class InfluenceMethod(Method):
             first_record = stationarity_record(measured, g0, len(pool))
         # steps from the model: at a stationary point the task's target (the paper's one step, or steps toward
         # a class's masked outputs), re-linearised steps on the retained objective off it
-        aim_at = resolve_target(args.target, measured["stationary"], 1, task.target_at_optimum)
+        at_optimum = task.target_at_optimum if self.own_targets else "forget"
+        aim_at = resolve_target(args.target, measured["stationary"], 1, at_optimum)
         one = args.target == "auto" and measured["stationary"] and aim_at == "forget"
         most = 1 if one else step_cap(args.newton_steps, aim_at)
         criterion = args.scale_criterion or task.target_criteria.get(aim_at)  # the criterion that fits the target
@@ -192,7 +196,7 @@ class InfluenceMethod(Method):
         first: Optional[InfluenceRun] = None
         seconds = 0.0
         for k in range(1, most + 1):
-            mode = resolve_target(args.target, measured["stationary"], k, task.target_at_optimum)
+            mode = resolve_target(args.target, measured["stationary"], k, at_optimum)
             with phases("gradients"):
                 if mode == "masked":  # toward the unedited model's masked outputs, held fixed over the steps
                     if aim is None:
