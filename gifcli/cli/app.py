@@ -129,6 +129,7 @@ def handled(fn: Callable) -> Callable:
         out.reset()  # this command's consoles: stdout and stderr as they are now, nothing from a command before
         # --deterministic switches torch's deterministic mode for this command only
         deterministic = torch_deterministic()
+        finished = False  # the command ran to its end (or its own exit): every rank settles before shutdown
         with files.write_log() as written:  # the files this command finishes: named if it is interrupted
             try:
                 # an output that cannot be written is known before anything is computed
@@ -139,7 +140,9 @@ def handled(fn: Callable) -> Callable:
                 for name in OUTPUT_FOLDERS:
                     if kwargs.get(name) is not None:
                         files.check_folder_creatable(kwargs[name])
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                finished = True
+                return result
             except GifError as exc:
                 _exit(str(exc), exc.exit_code)
             except KeyboardInterrupt:
@@ -150,6 +153,7 @@ def handled(fn: Callable) -> Callable:
                     err.print(Text.assemble(("interrupted ", "red"), one_line(f"({note}; no partial file is left)")))
                 raise typer.Exit(130)
             except (typer.Exit, typer.Abort):
+                finished = True
                 raise
             except Exception as exc:  # an unexpected failure: still one line unless GIF_DEBUG is set
                 if os.environ.get("GIF_DEBUG"):
@@ -160,6 +164,8 @@ def handled(fn: Callable) -> Callable:
                     _exit(posted["message"], int(posted["exit_code"]), post=False)
                 _exit(f"{type(exc).__name__}: {text[0] if text else ''} (set GIF_DEBUG=1 for a traceback)", 1)
             finally:
+                if finished and dist.current().enabled:
+                    dist.current().settle()
                 dist.shutdown()
                 restore_deterministic(deterministic)
 
