@@ -26,6 +26,7 @@ that some threshold survives.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +105,10 @@ def example_epsilon(pos: torch.Tensor, neg: torch.Tensor, delta: float = DELTA) 
     perfect = (fpr + fnr == 0) & (tpr + tnr == 2)
     eps[perfect] = np.inf
     undecided = (~perfect) & (fpr * fnr == 0)  # one error rate is 0, not both: too few samples to tell
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # a threshold on which both bounds are undefined (both error rates 1) gives an all-NaN column: it is
+    # neither perfect nor regular below, so numpy's "All-NaN slice" warning says nothing to the user
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         value = np.clip(np.nanmax([np.log(1 - delta - fpr) - np.log(fnr), np.log(1 - delta - fnr) - np.log(fpr)],
                                   axis=0), 0, None)
     regular = ~perfect & ~undecided

@@ -53,3 +53,20 @@ def test_logit_scaled_confidence_by_hand():
     expected[2] = math.log(p[2, 1] + 1e-45) - math.log(p[2, 0] + p[2, 2] + 1e-45)  # p_y underflows: the reference's floor
     assert logit_scaled_confidence(logits, targets).tolist() == pytest.approx(expected, rel=1e-12)
     assert logit_scaled_confidence(logits, targets)[1] == pytest.approx(math.log(0.5), rel=1e-12)
+
+
+def test_well_separated_samples_score_without_a_numpy_warning():
+    """Two samples far apart leave thresholds on which both error rates are 1 (an all-NaN column of
+    bounds): ``gif audit`` printed numpy's "All-NaN slice encountered" for them."""
+    import warnings
+
+    import torch
+
+    from gifcli.math.forgetting import example_epsilon
+
+    pos = torch.tensor([0.989, 0.982, 0.967, 1.075, 0.961, 1.087, 0.976, 0.994], dtype=torch.float64)
+    neg = torch.tensor([-0.805, -0.202, 0.294, -0.003, -0.394, -0.272, -0.334, -0.230], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eps = example_epsilon(pos, neg)
+    assert eps > 0
