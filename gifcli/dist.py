@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -108,13 +109,11 @@ class Dist:
         """Wait (at most ``seconds``, through the rendezvous store) until every rank has finished the
         command, so that no rank tears its process group down while another still holds it: a rank
         that destroyed its gloo group and exited first was seen to abort at exit ("terminate called
-        without an active exception", about one torchrun in ten on 2 cores). A rank that left for good
-        is not waited for longer than ``seconds``."""
+        without an active exception", about one torchrun in sixteen on 2 cores). A rank that left for
+        good is not waited for longer than ``seconds``."""
         store = _store()
         if store is None or not self.enabled:
             return
-        import time
-
         try:
             store.add(_DONE_KEY, 1)
             end = time.monotonic() + seconds

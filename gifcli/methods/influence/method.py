@@ -192,7 +192,7 @@ class InfluenceMethod(Method):
             with phases("sweep"):
                 scorer = task.scorer(criterion, data, model, rt, SWEEP_ACCURACY_ERROR, args.seed)
                 unedited = {"scale": 0.0, **scored(scorer, model)}
-        current, total, steps, all_rows, stopped, aim, chosen = model, None, [], [], None, None, None
+        current, total, steps, all_rows, stopped, aim = model, None, [], [], None, None
         first: Optional[InfluenceRun] = None
         seconds = 0.0
         for k in range(1, most + 1):
@@ -251,7 +251,7 @@ class InfluenceMethod(Method):
                 steps.append({**entry, "taken": False})
                 break
             steps.append({**entry, "taken": True})
-            unedited, chosen = best, best
+            unedited = best
             first = first or run
             total = step_delta if total is None else total + step_delta
             current = edited_copy(current, J, step_delta, 1.0)
@@ -259,6 +259,7 @@ class InfluenceMethod(Method):
                 stopped = "a given scale: one step (further steps are taken only when validation chooses them)"
                 break
         assert first is not None and total is not None
+        chosen = unedited  # the last taken step's row (None with a given scale)
         if fallback_needed(args, aim_at, chosen):  # no masked step forgot the class and kept the rest
             return self.fallback(model, task, data, args, rt, ctx, all_rows, time.perf_counter() - start, phases)
         if most == 1 and steps[0]["target"] in ("forget", "masked"):  # one vector and its scale (the paper's edit)
@@ -404,13 +405,7 @@ def fallback_needed(args: UnlearnArgs, aim_at: str, chosen: Optional[dict]) -> b
 
 def improves(best: Optional[dict], before: Optional[dict]) -> bool:
     """Whether a step's best row scores better on validation than the model it started from."""
-    if best is None or before is None:
-        return True
-    if best["objective"] is None:
-        return False
-    if before["objective"] is None:
-        return True
-    return rank(best) > rank(before)
+    return best is None or before is None or rank(best) > rank(before)
 
 
 def combined(first: InfluenceRun, total: torch.Tensor, steps: list, stopped: Optional[str],
